@@ -1,0 +1,17 @@
+"""A self-contained Wan VAE (Wan 2.1 and Wan 2.2) in plain PyTorch, with streaming decode and video writing.
+
+    vae = load_vae("wan_2.1_vae.safetensors")
+    video = vae.decode(latents)                  # [B, 3, F, H, W] in [-1, 1]
+    for frames in vae.decode_frames(latents):    # [N, H, W, 3] in [0, 1], as they are decoded
+        ...
+"""
+
+from .checkpoint import CheckpointInfo
+from .config import WAN21, WAN22, WanVAEConfig
+from .errors import CheckpointError, DecodeCancelled, LatentError, SettingsError, VideoWriteError, WanVAEError
+from .vae import WanVAE, load_vae
+
+__all__ = [
+    "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "SettingsError",
+    "VideoWriteError", "WanVAE", "WanVAEConfig", "WanVAEError", "load_vae",
+]  # fmt: skip

@@ -1,0 +1,337 @@
+"""Reading Wan VAE checkpoints: every file form users have, detected from content, loaded strictly.
+
+Forms: `.safetensors` / `.sft`, PyTorch `.pth` / `.pt` / `.ckpt` / `.bin` (weights only: never unpickles
+code), a diffusers `vae` folder, or an in-memory state dict. Naming: original Wan / ComfyUI
+(`decoder.upsamples.4.residual.2.weight`) or diffusers (`decoder.up_blocks.1.resnets.0.conv1.weight`),
+with or without a leading `vae.` or `model.`. Storage in fp32, fp16 or bf16.
+Facts: shared/reference/wan_reference.md section 3 (key formats, mapping, version-identifying shapes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import CONFIGS, MODELS_BY_LATENT_CHANNELS, WanVAEConfig
+from .errors import CheckpointError
+
+STRIPPABLE_PREFIXES = ("vae.", "model.")
+DIFFUSERS_WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "diffusion_pytorch_model.bin",
+)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint turned out to be."""
+
+    source: str
+    version: str
+    naming: str  # "original" (Wan / ComfyUI) or "diffusers"
+    prefix: str  # stripped leading prefix, "" if none
+    storage_dtypes: tuple[str, ...]
+    tensors: int
+    parameters: int
+    config: WanVAEConfig
+
+    def describe(self) -> str:
+        names = "original Wan / ComfyUI names" if self.naming == "original" else "diffusers names"
+        prefix = f", prefix '{self.prefix}' stripped" if self.prefix else ""
+        return (
+            f"Wan {self.version} VAE ({self.config.z_dim} latent channels, {self.config.spatial_scale}x spatial), "
+            f"{names}{prefix}, stored as {'/'.join(self.storage_dtypes)}, "
+            f"{self.tensors} tensors, {self.parameters / 1e6:.1f}M parameters"
+        )
+
+
+# ----------------------------------------------------------------------------------------- key mapping
+
+
+# Inside a residual block: original leaf -> diffusers leaf.
+RESIDUAL_LEAVES = (
+    ("residual.0.gamma", "norm1.gamma"),
+    ("residual.2.", "conv1."),
+    ("residual.3.gamma", "norm2.gamma"),
+    ("residual.6.", "conv2."),
+    ("shortcut.", "conv_shortcut."),
+)
+
+
+def prefix_table(cfg: WanVAEConfig) -> list[tuple[str, str]]:
+    """(original prefix, diffusers prefix) pairs covering every tensor of a config; the mapping as data.
+
+    Generated from the network's structure, so the same table reads both ways.
+    """
+    pairs = [("conv1.", "quant_conv."), ("conv2.", "post_quant_conv.")]
+    for part in ("encoder", "decoder"):
+        pairs += [
+            (f"{part}.conv1.", f"{part}.conv_in."),
+            (f"{part}.head.0.", f"{part}.norm_out."),
+            (f"{part}.head.2.", f"{part}.conv_out."),
+            (f"{part}.middle.0.", f"{part}.mid_block.resnets.0."),
+            (f"{part}.middle.1.", f"{part}.mid_block.attentions.0."),
+            (f"{part}.middle.2.", f"{part}.mid_block.resnets.1."),
+        ]
+    stages = len(cfg.dim_mult)
+    enc_blocks, dec_blocks = cfg.num_res_blocks, cfg.num_res_blocks + 1
+    if cfg.is_residual:
+        for i in range(stages):
+            for j in range(enc_blocks):
+                pairs.append((f"encoder.downsamples.{i}.downsamples.{j}.", f"encoder.down_blocks.{i}.resnets.{j}."))
+            pairs.append((f"encoder.downsamples.{i}.downsamples.{enc_blocks}.", f"encoder.down_blocks.{i}.downsampler."))
+            for j in range(dec_blocks):
+                pairs.append((f"decoder.upsamples.{i}.upsamples.{j}.", f"decoder.up_blocks.{i}.resnets.{j}."))
+            pairs.append((f"decoder.upsamples.{i}.upsamples.{dec_blocks}.", f"decoder.up_blocks.{i}.upsampler."))
+    else:
+        # The encoder keeps its flat numbering; the decoder's flat list is regrouped per stage.
+        for n in range(stages * (enc_blocks + 1) - 1):
+            pairs.append((f"encoder.downsamples.{n}.", f"encoder.down_blocks.{n}."))
+        for n in range(stages * (dec_blocks + 1) - 1):
+            stage, i = divmod(n, dec_blocks + 1)
+            leaf = "upsamplers.0." if i == dec_blocks else f"resnets.{i}."
+            pairs.append((f"decoder.upsamples.{n}.", f"decoder.up_blocks.{stage}.{leaf}"))
+    # Longest first, so that "decoder.conv1." wins over "conv1.".
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def _rename(key: str, pairs: list[tuple[str, str]], leaves: tuple[tuple[str, str], ...]) -> str | None:
+    for src, dst in pairs:
+        if key.startswith(src):
+            rest = key[len(src) :]
+            for leaf_src, leaf_dst in leaves:
+                if rest.startswith(leaf_src):
+                    rest = leaf_dst + rest[len(leaf_src) :]
+                    break
+            return dst + rest
+    return None
+
+
+def original_to_diffusers(keys, cfg: WanVAEConfig) -> dict[str, str]:
+    """Map original key names to diffusers names; keys outside the table map to None."""
+    pairs = prefix_table(cfg)
+    return {k: _rename(k, pairs, RESIDUAL_LEAVES) for k in keys}
+
+
+def diffusers_to_original(keys, cfg: WanVAEConfig) -> dict[str, str]:
+    pairs = sorted(((d, o) for o, d in prefix_table(cfg)), key=lambda p: -len(p[0]))
+    leaves = tuple((d, o) for o, d in RESIDUAL_LEAVES)
+    return {k: _rename(k, pairs, leaves) for k in keys}
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
+    """Tensors from a path (file or diffusers folder) or a mapping, with a name for messages."""
+    if isinstance(source, Mapping):
+        return dict(source), "the given state dict"
+    path = Path(os.fspath(source)).expanduser()
+    if path.is_dir():
+        return _read_diffusers_folder(path), str(path)
+    if not path.is_file():
+        raise CheckpointError(f"No VAE file at '{path}'. Check the path (models go in ComfyUI/models/vae).")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"'{path}' is empty (0 bytes). The download was probably interrupted: download it again.")
+    with open(path, "rb") as f:
+        magic = f.read(9)
+    # safetensors: 8-byte header length, then the JSON header; torch: a zip archive or a legacy pickle.
+    if magic[8:9] != b"{" and (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        return _read_torch(path), str(path)
+    return _read_safetensors(path, size), str(path)
+
+
+def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"'{path}' ({size:,} bytes) is not a readable .safetensors file: {e}. "
+            "It is probably truncated or corrupt (an interrupted download?): download it again."
+        ) from None
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"Refused to load '{path}': it holds Python objects other than plain tensors, and loading them "
+            f"could run code (torch.load with weights_only=True said: {first_line}). "
+            "Use a .safetensors copy of this VAE instead."
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(
+            f"'{path}' is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
+            "It is probably truncated or corrupt: download it again."
+        ) from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict of tensors.")
+    return dict(obj)
+
+
+def _read_diffusers_folder(path: Path) -> dict[str, torch.Tensor]:
+    if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file():
+        path = path / "vae"  # a whole pipeline folder: use its vae/
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(
+            f"'{path}' is a folder without config.json. Give a VAE file, or a diffusers 'vae' folder "
+            "(config.json + diffusion_pytorch_model.safetensors)."
+        )
+    try:
+        class_name = json.loads(config_file.read_text(encoding="utf-8")).get("_class_name", "")
+    except (ValueError, OSError) as e:
+        raise CheckpointError(f"'{config_file}' is not valid JSON ({e}).") from None
+    if class_name and class_name != "AutoencoderKLWan":
+        raise CheckpointError(f"'{path}' holds a diffusers {class_name}, not a Wan VAE (AutoencoderKLWan).")
+    for name in DIFFUSERS_WEIGHT_FILES:
+        if (path / name).is_file():
+            return read_state_dict(path / name)[0]
+    raise CheckpointError(f"'{path}' has config.json but none of {', '.join(DIFFUSERS_WEIGHT_FILES)}.")
+
+
+# ----------------------------------------------------------------------------------------- detection
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    stripped = ""
+    while sd:
+        for prefix in STRIPPABLE_PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
+                stripped += prefix
+                break
+        else:
+            return sd, stripped
+    return sd, stripped
+
+
+def _what_is_it(sd: Mapping[str, object]) -> str:
+    """A short description of a state dict that is not a Wan VAE, for the error message."""
+    keys = list(sd)
+    if not keys:
+        return "it holds no tensors at all"
+    conv_in = sd.get("decoder.conv_in.weight")
+    if isinstance(conv_in, torch.Tensor) and conv_in.dim() == 4:
+        return (
+            f"it looks like an image VAE (Stable Diffusion / SDXL / Flux style): decoder.conv_in.weight is a 2-D "
+            f"conv {list(conv_in.shape)} for {conv_in.shape[1]}-channel latents"
+        )
+    if "decoder.22.bias" in sd or "decoder.3.conv.0.weight" in sd:
+        return "it looks like a tiny preview VAE (TAEHV / taew2_1 / lighttae), not the full Wan VAE"
+    joined = " ".join(keys[:2000])
+    for marker, what in (
+        ("diffusion_model.", "a diffusion model (UNet / DiT) checkpoint"),
+        ("input_blocks.", "a UNet checkpoint"),
+        ("down_blocks.", "a diffusers UNet or image VAE"),
+        ("blocks.0.self_attn", "a Wan diffusion transformer (the video model itself, not its VAE)"),
+        ("transformer_blocks.", "a diffusion transformer checkpoint"),
+        ("text_model.", "a text encoder"),
+        ("lora_", "a LoRA"),
+    ):
+        if marker in joined:
+            return f"it looks like {what}"
+    return f"its {len(keys)} tensors have names like {', '.join(keys[:3])}"
+
+
+def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, str]:
+    """(version, naming) of a prefix-free state dict, or CheckpointError naming what it is instead."""
+    if isinstance(sd.get("decoder.conv1.weight"), torch.Tensor) and "decoder.middle.0.residual.0.gamma" in sd:
+        naming, conv = "original", sd["decoder.conv1.weight"]
+        nested = any(k.startswith("decoder.upsamples.0.upsamples.") for k in sd)
+    elif isinstance(sd.get("decoder.conv_in.weight"), torch.Tensor) and sd["decoder.conv_in.weight"].dim() == 5:
+        naming, conv = "diffusers", sd["decoder.conv_in.weight"]
+        nested = any(k.startswith("decoder.up_blocks.0.upsampler.") for k in sd)
+    else:
+        raise CheckpointError(f"This is not a Wan VAE: {_what_is_it(sd)}.")
+    z_dim = conv.shape[1]
+    version = {16: "2.1", 48: "2.2"}.get(z_dim)
+    if version is None:
+        raise CheckpointError(
+            f"This Wan-style VAE has {z_dim} latent channels; only the Wan 2.1 (16) and Wan 2.2 (48) VAEs are supported."
+        )
+    if nested != CONFIGS[version].is_residual:
+        layout = "Wan 2.2 (nested stages)" if nested else "Wan 2.1 (flat stages)"
+        raise CheckpointError(
+            f"Inconsistent checkpoint: {z_dim} latent channels means the Wan {version} VAE, but its layout is {layout}."
+        )
+    return version, naming
+
+
+def _config_for(version: str, sd: Mapping[str, torch.Tensor]) -> WanVAEConfig:
+    """The config, with widths read from shapes (real files give the standard widths)."""
+    cfg = CONFIGS[version]
+    enc = sd.get("encoder.conv1.weight")
+    dec = sd.get("decoder.head.0.gamma")
+    return cfg.with_widths(
+        dim=enc.shape[0] if isinstance(enc, torch.Tensor) else cfg.dim,
+        decoder_dim=dec.shape[0] if isinstance(dec, torch.Tensor) else cfg.decoder_dim,
+    )
+
+
+def _list(items: list[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_against(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size], what: str) -> None:
+    """Strict loading: missing, unexpected and wrong-shape tensors are one error listing them."""
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [
+        f"{k} {list(sd[k].shape)} (expected {list(expected[k])})"
+        for k in expected
+        if k in sd and tuple(sd[k].shape) != tuple(expected[k])
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {_list(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shape {len(wrong)}: {_list(wrong, 6)}")
+    if problems:
+        raise CheckpointError(f"{what} does not match the Wan VAE architecture: " + "; ".join(problems) + ".")
+
+
+def prepare_state_dict(source) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Read, strip, detect and rename a checkpoint into the original key layout; no model built yet."""
+    raw, name = read_state_dict(source)
+    non_tensors = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointError(f"{name} holds entries that are not tensors ({_list(non_tensors, 5)}); is it a VAE file?")
+    sd, prefix = _strip_prefix(raw)
+    try:
+        version, naming = detect(sd)
+    except CheckpointError as e:
+        raise CheckpointError(f"{name}: {e}") from None
+    if naming == "diffusers":
+        cfg0 = CONFIGS[version]
+        renamed = diffusers_to_original(sd, cfg0)
+        unknown = [k for k, v in renamed.items() if v is None]
+        if unknown:
+            raise CheckpointError(f"{name}: diffusers-named Wan VAE with unexpected tensors: {_list(unknown)}.")
+        sd = {renamed[k]: v for k, v in sd.items()}
+    dtypes = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in sd.values()}))
+    info = CheckpointInfo(
+        source=name, version=version, naming=naming, prefix=prefix, storage_dtypes=dtypes, tensors=len(sd),
+        parameters=sum(math.prod(v.shape) for v in sd.values()), config=_config_for(version, sd),
+    )  # fmt: skip
+    return sd, info

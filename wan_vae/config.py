@@ -1,0 +1,104 @@
+"""The two Wan VAE configurations: one dataclass is the single source of truth for sizes.
+
+Values from shared/reference/wan_reference.md sections 1.2 and 2.1 (identical in the original Wan code,
+in diffusers and in ComfyUI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+WAN21_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN21_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+WAN22_LATENTS_MEAN = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)  # fmt: skip
+WAN22_LATENTS_STD = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WanVAEConfig:
+    """Sizes of one Wan VAE.
+
+    `dim` is the encoder's base width and `decoder_dim` the decoder's; stage widths are these times
+    `dim_mult` (decoder: reversed, see `decoder_dims`). The checkpoint loader keeps `version`,
+    `z_dim` and the layout, and reads the two widths from tensor shapes, so channel-pruned variants
+    and the tests' reduced configs use the same code as the real files.
+    """
+
+    version: str  # "2.1" or "2.2"
+    dim: int
+    decoder_dim: int
+    z_dim: int
+    patch_size: int  # 1 (2.1) or 2 (2.2: pixels are folded 2x2 into channels before the encoder)
+    is_residual: bool  # 2.2 stages carry a parameter-free shortcut (AvgDown3D / DupUp3D)
+    latents_mean: tuple[float, ...] = field(repr=False)
+    latents_std: tuple[float, ...] = field(repr=False)
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+
+    @property
+    def image_channels(self) -> int:
+        """Channels the encoder takes and the decoder gives (RGB folded by the patch size)."""
+        return 3 * self.patch_size**2
+
+    @property
+    def encoder_dims(self) -> list[int]:
+        return [self.dim * m for m in (1, *self.dim_mult)]
+
+    @property
+    def decoder_dims(self) -> list[int]:
+        return [self.decoder_dim * m for m in (self.dim_mult[-1], *self.dim_mult[::-1])]
+
+    @property
+    def temporal_upsample(self) -> tuple[bool, ...]:
+        return self.temporal_downsample[::-1]
+
+    @property
+    def spatial_scale(self) -> int:
+        """Pixels per latent cell along each axis (8 or 16)."""
+        return 2 ** (len(self.dim_mult) - 1) * self.patch_size
+
+    @property
+    def temporal_scale(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+    def with_widths(self, dim: int, decoder_dim: int) -> WanVAEConfig:
+        return replace(self, dim=dim, decoder_dim=decoder_dim)
+
+
+WAN21 = WanVAEConfig(
+    version="2.1", dim=96, decoder_dim=96, z_dim=16, patch_size=1, is_residual=False,
+    latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD,
+)  # fmt: skip
+WAN22 = WanVAEConfig(
+    version="2.2", dim=160, decoder_dim=256, z_dim=48, patch_size=2, is_residual=True,
+    latents_mean=WAN22_LATENTS_MEAN, latents_std=WAN22_LATENTS_STD,
+)  # fmt: skip
+
+CONFIGS = {"2.1": WAN21, "2.2": WAN22}
+
+# What users call the model that makes latents of each width; used in error messages.
+MODELS_BY_LATENT_CHANNELS = {
+    16: ("Wan 2.1", "Wan 2.1 / Wan 2.2 14B (T2V, I2V) / Qwen-Image"),
+    48: ("Wan 2.2", "Wan 2.2 TI2V-5B"),
+}

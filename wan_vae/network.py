@@ -1,0 +1,440 @@
+"""The Wan VAE network (Wan 2.1 and Wan 2.2) in plain PyTorch, streaming over time.
+
+Module names reproduce the original Wan checkpoint keys (`decoder.upsamples.4.residual.2.weight`), so
+original and ComfyUI files load without renaming; `checkpoint.py` maps diffusers names onto them.
+
+Every causal layer continues a video chunk by chunk through an explicit `StreamState`. The numerics
+contract (shared/reference/wan_reference.md section 1.3) is kept by construction, so any chunking of
+time gives the same numbers as the reference's one-latent-frame-at-a-time loop:
+  - a 3x3x3 causal conv sees two zero frames before the first frame, then the last two input frames
+    of the previous chunk;
+  - each temporal upsample passes frame 0 through untouched and doubles frames 1.. with their own
+    two zero frames in front (the reference's "Rep" marker);
+  - each temporal downsample (encoder) passes frame 0 through and runs its stride-2 conv over the
+    whole sequence starting at frame 0;
+  - the Wan 2.2 DupUp3D shortcut drops its first (factor_t - 1) frames once.
+Tensors are [B, C, T, H, W] throughout; the decoder works in channels_last_3d memory when given it,
+which makes the per-frame 2-D views free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import WanVAEConfig
+
+CACHE_T = 2  # history frames a 3x3x3 causal conv needs
+
+
+class StreamState:
+    """Streaming state of one pass over one video (or one spatial tile of it).
+
+    Maps each causal layer to what it must remember between chunks: the last input frames of a
+    causal conv, or that a first-chunk rule has already been applied. A fresh state means that the
+    next chunk starts the video. Two decodes never share one, so they cannot interfere.
+    """
+
+    def __init__(self) -> None:
+        self._memory: dict[nn.Module, torch.Tensor] = {}
+
+    def get(self, layer: nn.Module) -> torch.Tensor | None:
+        return self._memory.get(layer)
+
+    def put(self, layer: nn.Module, frames: torch.Tensor) -> None:
+        self._memory[layer] = frames
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._memory.values())
+
+
+def _empty(like: torch.Tensor, shape) -> torch.Tensor:
+    """An uninitialised tensor of `shape` in the same memory layout (NCDHW or channels_last_3d) as `like`."""
+    channels_last = like.dim() == 5 and like.shape[1] > 1 and like.stride(1) == 1
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B*T, C, H, W] (a view for channels_last_3d tensors)."""
+    b, c, t, h, w = x.shape
+    return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def _unframes(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """[B*T, C, H, W] -> [B, C, T, H, W]."""
+    bt, c, h, w = x.shape
+    return x.view(batch, bt // batch, c, h, w).transpose(1, 2)
+
+
+class RMSNorm(nn.Module):
+    """`F.normalize(x, dim=1) * sqrt(C) * gamma`, optionally followed by SiLU, written into `out`.
+
+    For fp16/bf16 inputs the norm is taken in fp32 (an fp16 zero vector would give 0/0 = NaN),
+    as diffusers does since PR #13316.
+    """
+
+    def __init__(self, dim: int, images: bool = False) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
+        half = x.dtype in (torch.float16, torch.bfloat16)
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32 if half else None)
+        if out is None:
+            out = _empty(x, x.shape) if x.dim() == 5 else torch.empty_like(x)
+        torch.div(x, norm.clamp_min_(1e-12), out=out)
+        out.mul_(self.gamma * self.scale)
+        return F.silu(out, inplace=True) if silu else out
+
+
+class CausalConv3d(nn.Conv3d):
+    """A Conv3d that is causal in time and continues across chunks through a `StreamState`.
+
+    Kernels of time size 3 see the last two frames of the previous chunk (two zero frames at the
+    start of a video); 1x1x1 kernels need no history. The input is built in one buffer so that a
+    producer (the norm before the conv) can write its output straight into it:
+    `buf, slot = conv.input_buffer(x, state)`, fill `slot`, then `conv.run(buf, state)`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, padding=0) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding)
+        self.causal = self.kernel_size[0] > 1
+        self.spatial_padding = (0, *self.padding[1:])
+
+    def input_buffer(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+        """A buffer [B, C, history + T, H, W] with the history in front, and the view for x's frames."""
+        b, c, t, h, w = x.shape
+        history = state.get(self)
+        if history is None and t == 1:
+            # First frame of a video: the two zero frames in front only meet zero taps (see `run`).
+            buf = _empty(x, (b, c, 1, h, w))
+            return buf, buf
+        buf = _empty(x, (b, c, CACHE_T + t, h, w))
+        known = 0 if history is None else history.shape[2]
+        if known < CACHE_T:
+            buf[:, :, : CACHE_T - known].zero_()
+        if known:
+            buf[:, :, CACHE_T - known : CACHE_T].copy_(history)
+        return buf, buf[:, :, CACHE_T:]
+
+    def run(self, buf: torch.Tensor, state: StreamState) -> torch.Tensor:
+        state.put(self, buf[:, :, -CACHE_T:].clone(memory_format=torch.preserve_format))
+        if buf.shape[2] == 1:
+            # Only the last temporal tap meets a non-zero frame: a conv2d with that tap is exact.
+            out = F.conv2d(buf[:, :, 0], self.weight[:, :, -1], self.bias, padding=self.spatial_padding[1:])
+            return out.unsqueeze(2)
+        return F.conv3d(buf, self.weight, self.bias, padding=self.spatial_padding)
+
+    def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        if not self.causal:
+            return F.conv3d(x, self.weight, self.bias)
+        buf, slot = self.input_buffer(x, state)
+        slot.copy_(x)
+        return self.run(buf, state)
+
+
+class ResidualBlock(nn.Module):
+    """RMS norm, SiLU, 3x3x3 conv, RMS norm, SiLU, 3x3x3 conv, plus the (1x1x1 when widths differ) shortcut.
+
+    `residual` keeps the original Wan indices (0 norm, 2 conv, 3 norm, 6 conv); 1, 4, 5 hold no weights.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.residual = nn.ModuleList([
+            RMSNorm(in_dim), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1),
+            RMSNorm(out_dim), nn.SiLU(), nn.Identity(), CausalConv3d(out_dim, out_dim, 3, padding=1),
+        ])  # fmt: skip
+        self.shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else None
+
+    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        norm1, _, conv1, norm2, _, _, conv2 = self.residual
+        h = _norm_silu_conv(norm1, conv1, x, state)
+        h = _norm_silu_conv(norm2, conv2, h, state)
+        return h.add_(x if self.shortcut is None else self.shortcut(x))
+
+
+def _norm_silu_conv(norm: RMSNorm, conv: CausalConv3d, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+    buf, slot = conv.input_buffer(x, state)
+    norm(x, out=slot, silu=True)
+    return conv.run(buf, state)
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention within each frame (tokens = h*w positions, head size = C)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim, images=True)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        qkv = self.to_qkv(self.norm(_frames(x)))  # [B*T, 3C, h, w]
+        q, k, v = qkv.flatten(2).transpose(1, 2).unsqueeze(1).chunk(3, dim=-1)  # [B*T, 1, h*w, C] each
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)
+        return _unframes(self.proj(out), b).add_(x)
+
+
+class Resample(nn.Module):
+    """Spatial x2 up/down-sampling per frame, with an optional causal x2 in time (`time_conv`).
+
+    `resample` keeps the original indices: 0 is the parameter-free nearest upsample / zero pad, 1 the conv.
+    """
+
+    def __init__(self, dim: int, mode: str, out_dim: int | None = None) -> None:
+        super().__init__()
+        self.mode = mode
+        if mode.startswith("upsample"):
+            self.resample = nn.Sequential(nn.Upsample(scale_factor=2.0), nn.Conv2d(dim, out_dim, 3, padding=1))
+        else:
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+        if mode == "upsample3d":
+            self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
+        elif mode == "downsample3d":
+            self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+        else:
+            self.time_conv = None
+
+    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        if self.mode == "upsample3d":
+            x = self._double_frames(x, state)
+        conv = self.resample[1]
+        frames = _frames(x)
+        if self.mode.startswith("upsample"):
+            # Nearest x2 is plain pixel replication, exact in any dtype (the reference's fp32 round trip
+            # changes nothing).
+            frames = F.interpolate(frames, scale_factor=2.0, mode="nearest")
+            frames = F.conv2d(frames, conv.weight, conv.bias, padding=1)
+        else:
+            frames = F.conv2d(F.pad(frames, (0, 1, 0, 1)), conv.weight, conv.bias, stride=2)
+        x = _unframes(frames, x.shape[0])
+        if self.mode == "downsample3d":
+            x = self._halve_frames(x, state)
+        return x
+
+    def _double_frames(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        """[B, C, T] -> [B, C, 2T] frames; at the start of a video frame 0 passes through alone (2T - 1)."""
+        first = state.get(self.time_conv) is None
+        head, rest = (x[:, :, :1], x[:, :, 1:]) if first else (None, x)
+        if rest.shape[2] == 0:
+            state.put(self.time_conv, rest)  # started; the next chunk begins with zero history
+            return head
+        pairs = self.time_conv(rest, state)  # [B, 2C, T', H, W]: channels [:C] make frame 2i, [C:] 2i+1
+        b, c, t, h, w = rest.shape
+        out = _empty(x, (b, c, (head is not None) + 2 * t, h, w))
+        if head is not None:
+            out[:, :, :1] = head
+        body = out[:, :, int(head is not None) :]
+        body[:, :, 0::2] = pairs[:, :c]
+        body[:, :, 1::2] = pairs[:, c:]
+        return out
+
+    def _halve_frames(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        """Stride-2 causal conv over time: [f0] + conv(f0 f1 f2), conv(f2 f3 f4), ... across chunks."""
+        history = state.get(self.time_conv)
+        state.put(self.time_conv, x[:, :, -1:].clone())
+        if history is None:
+            if x.shape[2] < 3:
+                return x[:, :, :1]
+            return torch.cat([x[:, :, :1], self.time_conv(x)], dim=2)
+        return self.time_conv(torch.cat([history, x], dim=2))
+
+
+def avg_down_3d(x: torch.Tensor, out_channels: int, factor_t: int, factor_s: int) -> torch.Tensor:
+    """Wan 2.2 encoder shortcut: fold (factor_t, factor_s, factor_s) blocks into channels and average groups.
+
+    Time is zero-padded in front to a multiple of factor_t; that only happens at the start of a video,
+    since later chunks hold a multiple of factor_t frames.
+    """
+    pad_t = (factor_t - x.shape[2] % factor_t) % factor_t
+    x = F.pad(x, (0, 0, 0, 0, pad_t, 0))
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c, t // factor_t, factor_t, h // factor_s, factor_s, w // factor_s, factor_s)
+    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # channel index c*F + a*fs^2 + b*fs + d
+    factor = factor_t * factor_s * factor_s
+    x = x.reshape(b, out_channels, c * factor // out_channels, t // factor_t, h // factor_s, w // factor_s)
+    return x.mean(dim=2)
+
+
+class DupUp3D(nn.Module):
+    """Wan 2.2 decoder shortcut: repeat channels and unfold them into (factor_t, factor_s, factor_s) blocks."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor_t: int, factor_s: int) -> None:
+        super().__init__()
+        self.out_dim, self.factor_t, self.factor_s = out_dim, factor_t, factor_s
+        self.repeats = out_dim * factor_t * factor_s * factor_s // in_dim
+
+    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        ft, fs = self.factor_t, self.factor_s
+        x = x.repeat_interleave(self.repeats, dim=1).reshape(b, self.out_dim, ft, fs, fs, t, h, w)
+        x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.out_dim, t * ft, h * fs, w * fs)
+        if state.get(self) is None:
+            state.put(self, x[:, :, :0])  # mark: the first chunk's leading frames are dropped once
+            x = x[:, :, ft - 1 :]
+        return x
+
+
+class DownStage(nn.Module):
+    """Wan 2.2 encoder stage: residual blocks and a downsample, plus the AvgDown3D shortcut."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, down: bool) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim) for i in range(num_res_blocks)]
+        if down:
+            blocks.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+        self.downsamples = nn.ModuleList(blocks)
+        self.out_dim = out_dim
+        self.factor_t, self.factor_s = (2 if temporal and down else 1), (2 if down else 1)
+
+    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        h = x
+        for block in self.downsamples:
+            h = block(h, state)
+        return h.add_(avg_down_3d(x, self.out_dim, self.factor_t, self.factor_s))
+
+
+class UpStage(nn.Module):
+    """Wan 2.2 decoder stage: residual blocks and an upsample, plus the DupUp3D shortcut."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, up: bool) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim) for i in range(num_res_blocks + 1)]
+        if up:
+            blocks.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim))
+        self.upsamples = nn.ModuleList(blocks)
+        self.avg_shortcut = DupUp3D(in_dim, out_dim, 2 if temporal else 1, 2) if up else None
+
+    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        h = x
+        for block in self.upsamples:
+            h = block(h, state)
+        return h if self.avg_shortcut is None else h.add_(self.avg_shortcut(x, state))
+
+
+def _head(dim: int, out_dim: int) -> nn.ModuleList:
+    return nn.ModuleList([RMSNorm(dim), nn.SiLU(), CausalConv3d(dim, out_dim, 3, padding=1)])
+
+
+class Encoder(nn.Module):
+    """Video [B, 3*p*p, F, H, W] -> [B, 2*z_dim, T, H/8, W/8] (mean and log-variance), streaming over time."""
+
+    def __init__(self, cfg: WanVAEConfig) -> None:
+        super().__init__()
+        dims = cfg.encoder_dims
+        self.conv1 = CausalConv3d(cfg.image_channels, dims[0], 3, padding=1)
+        last = len(cfg.dim_mult) - 1
+        stages: list[nn.Module] = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            temporal = i < last and cfg.temporal_downsample[i]
+            if cfg.is_residual:
+                stages.append(DownStage(in_dim, out_dim, cfg.num_res_blocks, temporal, down=i < last))
+                continue
+            for j in range(cfg.num_res_blocks):
+                stages.append(ResidualBlock(in_dim if j == 0 else out_dim, out_dim))
+            if i < last:
+                stages.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+        self.downsamples = nn.ModuleList(stages)
+        self.middle = nn.ModuleList([ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]), ResidualBlock(dims[-1], dims[-1])])
+        self.head = _head(dims[-1], cfg.z_dim * 2)
+
+    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        x = self.conv1(x, state)
+        for layer in (*self.downsamples, *self.middle):
+            x = layer(x, state)
+        return _norm_silu_conv(self.head[0], self.head[2], x, state)
+
+
+class Decoder(nn.Module):
+    """Latent [B, z_dim, T, h, w] -> [B, 3*p*p, 1 + 4(T-1), 8h, 8w] at the start of a video, 4T later.
+
+    `stream` yields the output in consecutive time pieces: after each stage the frames are split into
+    pieces of at most `max_frames` that run through the rest of the network one after the other.
+    Smaller pieces bound the memory of the full-resolution stages; larger ones give bigger, faster
+    convolutions. Both give the same numbers (every later layer is causal and keeps its history).
+    """
+
+    def __init__(self, cfg: WanVAEConfig) -> None:
+        super().__init__()
+        dims = cfg.decoder_dims
+        self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
+        self.middle = nn.ModuleList([ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])])
+        last = len(cfg.dim_mult) - 1
+        blocks: list[nn.Module] = []
+        self._stages: list[list[nn.Module]] = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            temporal = i < last and cfg.temporal_upsample[i]
+            if cfg.is_residual:
+                blocks.append(UpStage(in_dim, out_dim, cfg.num_res_blocks, temporal, up=i < last))
+                self._stages.append([blocks[-1]])
+                continue
+            stage = [ResidualBlock((in_dim // 2 if i > 0 else in_dim) if j == 0 else out_dim, out_dim) for j in range(cfg.num_res_blocks + 1)]
+            if i < last:
+                stage.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim // 2))
+            blocks.extend(stage)
+            self._stages.append(stage)
+        self.upsamples = nn.ModuleList(blocks)
+        self.head = _head(dims[-1], cfg.image_channels)
+
+    def stream(self, z: torch.Tensor, state: StreamState, max_frames: int | None = None) -> Iterator[torch.Tensor]:
+        x = self.conv1(z, state)
+        for layer in self.middle:
+            x = layer(x, state)
+        yield from self._run_stages(0, x, state, max_frames)
+
+    def _run_stages(self, i: int, x: torch.Tensor, state: StreamState, max_frames: int | None) -> Iterator[torch.Tensor]:
+        if i == len(self._stages):
+            yield _norm_silu_conv(self.head[0], self.head[2], x, state)
+            return
+        for layer in self._stages[i]:
+            x = layer(x, state)
+        pieces = x.split(max_frames, dim=2) if max_frames else (x,)
+        del x
+        for piece in pieces:
+            yield from self._run_stages(i + 1, piece, state, max_frames)
+
+
+class WanVAEModel(nn.Module):
+    """The whole network; its state-dict keys are the original Wan names (encoder., conv1., conv2., decoder.)."""
+
+    def __init__(self, cfg: WanVAEConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.conv1 = CausalConv3d(cfg.z_dim * 2, cfg.z_dim * 2, 1)  # "quant conv": encoder output -> mean, logvar
+        self.conv2 = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)  # "post-quant conv": latent -> decoder input
+        self.decoder = Decoder(cfg)
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[B, C, F, H*p, W*p] -> [B, C*p*p, F, H, W] with channel index c*p*p + r*p + q, r the column offset.
+
+    This is Wan's (c r q) einops order, not F.pixel_unshuffle's (c q r) order.
+    """
+    if p == 1:
+        return x
+    b, c, f, h, w = x.shape
+    x = x.reshape(b, c, f, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
+    return x.reshape(b, c * p * p, f, h // p, w // p)
+
+
+def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of `patchify`: [B, C*p*p, F, H, W] -> [B, C, F, H*p, W*p]."""
+    if p == 1:
+        return x
+    b, cpp, f, h, w = x.shape
+    x = x.reshape(b, cpp // (p * p), p, p, f, h, w).permute(0, 1, 4, 5, 3, 6, 2)
+    return x.reshape(b, cpp // (p * p), f, h * p, w * p)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in model.parameters())

@@ -1,0 +1,96 @@
+"""Spatial tiling: which latent regions to decode separately, and how to blend them back without seams.
+
+Tiles are laid out in latent cells and spread evenly over each axis, so no tile is wasted on a sliver at
+the border and every output pixel is covered. Neighbouring tiles overlap by at least `overlap` cells;
+across each overlap the two tiles cross-fade linearly in pixel space. Blend weights are separable
+(one ramp per axis) and normalised per axis, so they sum to exactly 1 for any overlap, including
+overlaps covered by more than two tiles.
+
+Time is never tiled: chunks of latent frames continue the causal cache and are exact (see network.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from .errors import SettingsError
+
+MIN_TILE_CELLS = 8  # smaller tiles are mostly border; the decoder's 3x3 convs see zero padding there
+
+
+@dataclass(frozen=True, eq=False)
+class Tile:
+    """One region: latent cells [y0, y1) x [x0, x1) and its blend weights over the output pixels."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    weight_y: torch.Tensor  # [ (y1 - y0) * scale ]
+    weight_x: torch.Tensor  # [ (x1 - x0) * scale ]
+
+    @cached_property
+    def weight(self) -> torch.Tensor:
+        """[H_tile, W_tile] blend weights (1 everywhere for an untiled decode)."""
+        return self.weight_y[:, None] * self.weight_x[None, :]
+
+
+def tile_cells(tile_size: int, tile_overlap: int, scale: int) -> tuple[int, int]:
+    """Pixels -> latent cells (rounded down), with the checks that keep every region decoded."""
+    if tile_size < MIN_TILE_CELLS * scale:
+        raise SettingsError(
+            f"tile_size {tile_size} px is too small: tiles must be at least {MIN_TILE_CELLS} latent cells "
+            f"({MIN_TILE_CELLS * scale} px for a VAE with {scale} px per cell)."
+        )
+    if tile_overlap < 0:
+        raise SettingsError(f"tile_overlap must be 0 or more pixels, got {tile_overlap}.")
+    tile, overlap = tile_size // scale, tile_overlap // scale
+    if overlap >= tile:
+        raise SettingsError(
+            f"tile_overlap ({tile_overlap} px) must be smaller than tile_size ({tile_size} px); "
+            f"a quarter of the tile size is a good overlap."
+        )
+    return tile, overlap
+
+
+def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start cells of tiles of size `tile` spread evenly over `length`, neighbours sharing >= `overlap` cells."""
+    if tile >= length:
+        return [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _axis_weights(starts: list[int], tile: int, length: int, scale: int) -> list[torch.Tensor]:
+    """Per tile, a ramp over each pixel of the tile, normalised over all tiles covering that pixel."""
+    size = min(tile, length)
+    pixels = torch.arange(size * scale, dtype=torch.float64) + 0.5
+    raw = []
+    for i, start in enumerate(starts):
+        w = torch.ones(size * scale, dtype=torch.float64)
+        if i > 0:  # fade in across the overlap with the previous tile
+            ramp = (starts[i - 1] + size - start) * scale
+            if ramp > 0:
+                w = torch.minimum(w, pixels / ramp)
+        if i + 1 < len(starts):  # fade out across the overlap with the next tile
+            ramp = (start + size - starts[i + 1]) * scale
+            if ramp > 0:
+                w = torch.minimum(w, (size * scale - pixels) / ramp)
+        raw.append(w)
+    total = torch.zeros(length * scale, dtype=torch.float64)
+    for start, w in zip(starts, raw):
+        total[start * scale : start * scale + w.numel()] += w
+    return [(w / total[s * scale : s * scale + w.numel()]).float() for s, w in zip(starts, raw)]
+
+
+def plan_tiles(height: int, width: int, tile: int | None, overlap: int, scale: int) -> list[Tile]:
+    """Tiles covering a latent frame of `height` x `width` cells; `tile=None` means one tile (no tiling)."""
+    tile_h = tile_w = tile if tile is not None else max(height, width)
+    ys, xs = axis_starts(height, tile_h, overlap), axis_starts(width, tile_w, overlap)
+    wys, wxs = _axis_weights(ys, tile_h, height, scale), _axis_weights(xs, tile_w, width, scale)
+    th, tw = min(tile_h, height), min(tile_w, width)
+    return [Tile(y, y + th, x, x + tw, wy, wx) for y, wy in zip(ys, wys) for x, wx in zip(xs, wxs)]

@@ -1,0 +1,441 @@
+"""`WanVAE`: load, decode and encode Wan video latents, with tiling, chunking, progress and cancel.
+
+The decode driver walks latent time in chunks through one `StreamState` per spatial tile and writes
+each decoded piece into a preallocated output in the caller's layout:
+  - `layout="video"`: [B, 3, F, H, W] in [-1, 1] (the reference's form);
+  - `layout="images"`: [B*F, H, W, 3] float32 in [0, 1] (ComfyUI's IMAGE: batch of videos flattened
+    into frames, video 0 first).
+`decode_frames` streams consecutive frames instead, so memory does not grow with the video's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from . import memory
+from .checkpoint import CheckpointInfo, check_against, prepare_state_dict
+from .config import MODELS_BY_LATENT_CHANNELS, WanVAEConfig
+from .errors import DecodeCancelled, LatentError, SettingsError
+from .network import StreamState, WanVAEModel, patchify, unpatchify
+from .tiling import Tile, plan_tiles, tile_cells
+
+log = logging.getLogger("wan_vae")
+
+TILING_MODES = ("off", "on", "auto")
+DEFAULT_TILE_SIZE = 512  # px; ComfyUI's VAEDecodeTiled default
+DEFAULT_TILE_OVERLAP = 64  # px; 8 latent cells for Wan 2.1
+DEFAULT_FRAMES_PER_CHUNK = 1  # latent frames per decoder pass (4 output frames)
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What one decode will do: validated latents, spatial tiles and time chunks."""
+
+    latents: torch.Tensor  # [B, C, T, h, w], raw latent space, on the VAE's device and dtype
+    tiles: list[Tile]
+    chunks: list[tuple[int, int]]  # latent frame ranges [t0, t1)
+    frames_per_chunk: int
+    frames: int  # output frames per video
+    height: int
+    width: int
+
+    @property
+    def steps(self) -> int:
+        """Progress units: latent frames x tiles x videos."""
+        return self.latents.shape[0] * self.latents.shape[2] * len(self.tiles)
+
+
+class WanVAE:
+    """A loaded Wan 2.1 or Wan 2.2 VAE. Build it with `load_vae`."""
+
+    def __init__(self, model: WanVAEModel, info: CheckpointInfo | None = None) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.config: WanVAEConfig = model.config
+        self.checkpoint = info
+        self.channels_last = True  # NDHWC convolutions: faster on CPU and CUDA, free per-frame 2-D views
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.z_dim
+
+    @property
+    def spatial_scale(self) -> int:
+        return self.config.spatial_scale
+
+    @property
+    def temporal_scale(self) -> int:
+        return self.config.temporal_scale
+
+    @property
+    def latents_mean(self) -> torch.Tensor:
+        return torch.tensor(self.config.latents_mean)
+
+    @property
+    def latents_std(self) -> torch.Tensor:
+        return torch.tensor(self.config.latents_std)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.conv2.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.conv2.weight.device
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> WanVAE:
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    def __repr__(self) -> str:
+        return f"WanVAE(version={self.version!r}, dtype={self.dtype}, device={self.device})"
+
+    # ----------------------------------------------------------------------------- decode
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        latents: torch.Tensor,
+        normalized: bool = False,
+        *,
+        layout: str = "video",
+        output_device=None,
+        tiling: str = "off",
+        tile_size: int = DEFAULT_TILE_SIZE,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        frames_per_chunk: int = DEFAULT_FRAMES_PER_CHUNK,
+        memory_budget: int | None = None,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> torch.Tensor:
+        """Decode latents [B, C, T, h, w] (or [C, T, h, w]) to video, F = 1 + 4(T - 1) frames per latent video.
+
+        normalized: the latents are normalized (diffusers pipelines, kijai's wrapper); they are mapped
+            back with this VAE's mean/std first. ComfyUI samplers give raw latents (the default).
+        layout: "video" -> [B, 3, F, H, W] in [-1, 1]; "images" -> [B*F, H, W, 3] float32 in [0, 1].
+        output_device: where the output is allocated (default: the VAE's device). Pieces are copied
+            there as they are decoded, so a GPU decode can fill a CPU tensor.
+        tiling: "off", "on" (tiles of `tile_size` px overlapping by `tile_overlap` px), or "auto"
+            (the largest tile whose estimated peak fits `memory_budget` bytes, by default the device's
+            free memory; no tiling if the whole frame fits).
+        frames_per_chunk: latent frames per decoder pass, and the most frames any stage holds at once;
+            any value gives the same numbers. Larger is faster on big devices, smaller uses less memory.
+        progress(done, total): called after every decoded chunk of every tile.
+        cancel(): checked before every chunk; returning True raises DecodeCancelled.
+
+        Tiles are decoded one after the other (each through all time chunks), so only one tile's state
+        is alive at a time; that is the lowest-memory order when the whole output is kept anyway.
+        """
+        if layout not in ("video", "images"):
+            raise SettingsError(f"layout must be 'video' or 'images', got {layout!r}.")
+        plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming=False)
+        b = plan.latents.shape[0]
+        device = torch.device(output_device) if output_device is not None else self.device
+        if layout == "video":
+            out = torch.empty(b, 3, plan.frames, plan.height, plan.width, dtype=self.dtype, device=device)
+        else:
+            out = torch.empty(b * plan.frames, plan.height, plan.width, 3, dtype=torch.float32, device=device)
+        tracker = _Tracker(plan.steps, progress, cancel)
+        for i in range(b):
+            video = out[i : i + 1] if layout == "video" else out[i * plan.frames : (i + 1) * plan.frames]
+            canvas = _Canvas(video, layout, self.spatial_scale, tiled=len(plan.tiles) > 1)
+            for tile in plan.tiles:
+                state = StreamState()
+                for t0, t1 in plan.chunks:
+                    self._decode_piece(plan, i, tile, t0, t1, state, canvas, tracker)
+            canvas.finish()
+        return out
+
+    @torch.inference_mode()
+    def decode_frames(
+        self,
+        latents: torch.Tensor,
+        normalized: bool = False,
+        *,
+        dtype: torch.dtype = torch.float32,
+        output_device="cpu",
+        tiling: str = "off",
+        tile_size: int = DEFAULT_TILE_SIZE,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        frames_per_chunk: int = DEFAULT_FRAMES_PER_CHUNK,
+        memory_budget: int | None = None,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the decoded video as consecutive chunks [N, H, W, 3] as soon as they are final.
+
+        Values are float32 in [0, 1], or uint8 with `dtype=torch.uint8`. Videos of a batch follow each
+        other. Memory does not grow with the number of frames: one chunk is alive at a time, plus the
+        causal state. With tiling, every tile keeps its own state between chunks (time runs outermost
+        so that frames can be handed on), so the state of the whole frame is held; the activations
+        are still bounded by the tile. Other options as in `decode`.
+        """
+        if dtype not in (torch.float32, torch.uint8):
+            raise SettingsError(f"decode_frames gives float32 or uint8 frames, not {dtype}.")
+        plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming=True)
+        tracker = _Tracker(plan.steps, progress, cancel)
+        device = torch.device(output_device) if output_device is not None else self.device
+        for i in range(plan.latents.shape[0]):
+            states = [StreamState() for _ in plan.tiles]
+            for t0, t1 in plan.chunks:
+                f0, f1 = _frame_range(t0, t1)
+                out = torch.empty(f1 - f0, plan.height, plan.width, 3, dtype=torch.float32, device=device)
+                canvas = _Canvas(out, "images", self.spatial_scale, tiled=len(plan.tiles) > 1, first_frame=f0)
+                for tile, state in zip(plan.tiles, states):
+                    self._decode_piece(plan, i, tile, t0, t1, state, canvas, tracker)
+                canvas.finish()
+                yield _to_uint8(out) if dtype == torch.uint8 else out
+                del out, canvas
+
+    def _decode_piece(self, plan, i, tile: Tile, t0, t1, state, canvas: _Canvas, tracker: _Tracker) -> None:
+        """Decode latent frames [t0, t1) of one tile of video i and land them on the canvas."""
+        tracker.check_cancel()
+        z = plan.latents[i : i + 1, :, t0:t1, tile.y0 : tile.y1, tile.x0 : tile.x1]
+        z = self.model.conv2(z)
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last_3d)
+        frame = _frame_range(0, t0)[1]
+        for piece in self.model.decoder.stream(z, state, max_frames=plan.frames_per_chunk):
+            piece = unpatchify(piece, self.config.patch_size)
+            canvas.add(frame, tile, piece)
+            frame += piece.shape[2]
+        tracker.advance(t1 - t0)
+
+    def _plan(self, latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming) -> DecodePlan:
+        z = self._check_latents(latents)
+        if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
+            raise SettingsError(f"frames_per_chunk must be a whole number of latent frames >= 1, got {frames_per_chunk!r}.")
+        if tiling not in TILING_MODES:
+            raise SettingsError(f"tiling must be one of {', '.join(TILING_MODES)}; got {tiling!r}.")
+        scale = self.spatial_scale
+        b, _, t, h, w = z.shape
+        if tiling == "auto":
+            budget = memory_budget if memory_budget is not None else memory.free_bytes(self.device)
+            tile_px = memory.pick_tile_size(self, h, w, frames_per_chunk, budget, streaming)
+            tile = None if tile_px is None else tile_cells(tile_px, min(tile_overlap, tile_px // 2), scale)[0]
+            overlap = 0 if tile_px is None else tile_cells(tile_px, min(tile_overlap, tile_px // 2), scale)[1]
+            log.info("tiling=auto: %s for %dx%d px within %.1f GiB", f"{tile_px} px tiles" if tile_px else "no tiling",
+                     w * scale, h * scale, budget / 2**30)  # fmt: skip
+        elif tiling == "on":
+            tile, overlap = tile_cells(tile_size, tile_overlap, scale)
+        else:
+            tile, overlap = None, 0
+        z = z.to(device=self.device, dtype=self.dtype)
+        if normalized:
+            mean = self.latents_mean.to(z).view(1, -1, 1, 1, 1)
+            inv_std = (1.0 / self.latents_std).to(z).view(1, -1, 1, 1, 1)
+            z = z / inv_std + mean  # the reference divides by the reciprocal (section 1.3)
+        chunks = [(0, 1)] + [(s, min(s + frames_per_chunk, t)) for s in range(1, t, frames_per_chunk)]
+        tiles = plan_tiles(h, w, tile, overlap, scale)
+        return DecodePlan(z, tiles, chunks, frames_per_chunk, _frame_range(0, t)[1], h * scale, w * scale)
+
+    def _check_latents(self, latents) -> torch.Tensor:
+        if not isinstance(latents, torch.Tensor):
+            raise LatentError(f"Latents must be a torch.Tensor, got {type(latents).__name__}.")
+        z = latents.unsqueeze(0) if latents.dim() == 4 else latents
+        if z.dim() != 5:
+            raise LatentError(
+                f"Latents must be 5-D [batch, channels, frames, height, width] (or 4-D for one video); "
+                f"got shape {list(latents.shape)}. Image latents (4-D with a batch) are not Wan video latents."
+            )
+        if not z.is_floating_point():
+            raise LatentError(f"Latents must be floating point, got {z.dtype}.")
+        if z.numel() == 0:
+            raise LatentError(f"Latents are empty (shape {list(z.shape)}).")
+        check_channels(z.shape[1], self)
+        bad = (~torch.isfinite(z)).sum().item()
+        if bad:
+            nans = torch.isnan(z).sum().item()
+            raise LatentError(
+                f"The latents contain {nans} NaN and {bad - nans} infinite values out of {z.numel()}; decoding them "
+                "would give a broken video. The sampler diverged: check the model precision (fp16 can overflow), "
+                "CFG and steps."
+            )
+        return z
+
+    # ----------------------------------------------------------------------------- encode
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        video: torch.Tensor,
+        normalized: bool = False,
+        *,
+        frames_per_chunk: int = DEFAULT_FRAMES_PER_CHUNK,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> torch.Tensor:
+        """Encode video [B, 3, F, H, W] in [-1, 1] (or [3, F, H, W]) to latents [B, C, T, h, w] (posterior mean).
+
+        F must be 1 + 4k (the reference silently drops the rest; this refuses). H and W must be
+        multiples of the spatial scale (8 or 16). `normalized=True` returns (mean - latents_mean) / std,
+        the form diffusers pipelines use; the default is the raw form ComfyUI samplers use.
+        `frames_per_chunk` is in latent frames (4 video frames each) after the first frame.
+        """
+        x = self._check_video(video)
+        if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
+            raise SettingsError(f"frames_per_chunk must be a whole number of latent frames >= 1, got {frames_per_chunk!r}.")
+        b, _, f, h, w = x.shape
+        t = 1 + (f - 1) // 4
+        step = 4 * frames_per_chunk
+        chunks = [(0, 1)] + [(s, min(s + step, f)) for s in range(1, f, step)]
+        scale, z_dim = self.spatial_scale, self.latent_channels
+        out = torch.empty(b, z_dim, t, h // scale, w // scale, dtype=self.dtype, device=self.device)
+        tracker = _Tracker(b * t, progress, cancel)
+        for i in range(b):
+            state = StreamState()
+            for f0, f1 in chunks:
+                tracker.check_cancel()
+                piece = patchify(x[i : i + 1, :, f0:f1].to(device=self.device, dtype=self.dtype), self.config.patch_size)
+                if self.channels_last:
+                    piece = piece.contiguous(memory_format=torch.channels_last_3d)
+                mu = self.model.conv1(self.model.encoder(piece, state))[:, :z_dim]
+                t0 = _latent_index(f0)
+                out[i : i + 1, :, t0 : t0 + mu.shape[2]] = mu
+                tracker.advance(mu.shape[2])
+        if normalized:
+            mean = self.latents_mean.to(out).view(1, -1, 1, 1, 1)
+            inv_std = (1.0 / self.latents_std).to(out).view(1, -1, 1, 1, 1)
+            out = (out - mean) * inv_std
+        return out
+
+    def _check_video(self, video) -> torch.Tensor:
+        if not isinstance(video, torch.Tensor):
+            raise LatentError(f"The video must be a torch.Tensor, got {type(video).__name__}.")
+        x = video.unsqueeze(0) if video.dim() == 4 else video
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise LatentError(f"The video must be [batch, 3, frames, height, width] in [-1, 1]; got shape {list(video.shape)}.")
+        if not x.is_floating_point():
+            raise LatentError(f"The video must be floating point in [-1, 1], got {x.dtype}.")
+        if x.numel() == 0:
+            raise LatentError(f"The video is empty (shape {list(video.shape)}).")
+        f, h, w = x.shape[2:]
+        if (f - 1) % 4:
+            lower, upper = 1 + 4 * ((f - 1) // 4), 1 + 4 * ((f - 1) // 4 + 1)
+            raise LatentError(
+                f"The Wan VAE encodes 1 + 4k frames; {f} frames would lose {f - lower}. "
+                f"Trim to {lower} or extend to {upper} frames."
+            )
+        s = self.spatial_scale
+        for name, n in (("height", h), ("width", w)):
+            if n % s:
+                raise LatentError(
+                    f"The video {name} {n} px is not a multiple of {s} (Wan {self.version} VAE); "
+                    f"crop or resize to {n // s * s or s} or {(n // s + 1) * s} px."
+                )
+        if not torch.isfinite(x).all():
+            raise LatentError("The video contains NaN or infinite values.")
+        lo, hi = x.aminmax()
+        if lo < -1.001 or hi > 1.001:
+            raise LatentError(
+                f"Video values must be in [-1, 1], found [{lo.item():.3g}, {hi.item():.3g}]. "
+                "Map [0, 1] images with x * 2 - 1 (and 0-255 with x / 127.5 - 1)."
+            )
+        return x
+
+
+def check_channels(channels: int, vae: WanVAE) -> None:
+    """A plain message for latents made by a different model than the VAE's."""
+    if channels == vae.latent_channels:
+        return
+    have = f"the loaded VAE is the Wan {vae.version} VAE ({vae.latent_channels} channels)"
+    if channels in MODELS_BY_LATENT_CHANNELS:
+        vae_name, models = MODELS_BY_LATENT_CHANNELS[channels]
+        raise LatentError(
+            f"These latents have {channels} channels: {models} latents need the {vae_name} VAE, but {have}. "
+            f"Load the {vae_name} VAE ({'wan2.2_vae.safetensors' if channels == 48 else 'wan_2.1_vae.safetensors'})."
+        )
+    raise LatentError(
+        f"These latents have {channels} channels, but {have}. They do not come from a Wan video model "
+        f"(4-channel latents are SD 1.x/SDXL images, 16-channel 4-D latents SD3/Flux images)."
+    )
+
+
+def _frame_range(t0: int, t1: int) -> tuple[int, int]:
+    """Output frames made by latent frames [t0, t1): latent 0 gives 1 frame, every later one 4."""
+    def frames(t: int) -> int:
+        return 0 if t == 0 else 1 + 4 * (t - 1)
+
+    return frames(t0), frames(t1)
+
+
+def _latent_index(frame: int) -> int:
+    return 0 if frame == 0 else 1 + (frame - 1) // 4
+
+
+def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float -> uint8, rounding half up (what video tools do: clip(x * 255 + 0.5))."""
+    return frames.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+class _Canvas:
+    """Where decoded pieces of one video (or one streamed chunk of it) land, blended across tile overlaps.
+
+    `out` is [1, 3, F, H, W] ("video" layout) or [F, H, W, 3] ("images"), holding frames from `first_frame`.
+    """
+
+    def __init__(self, out: torch.Tensor, layout: str, scale: int, tiled: bool, first_frame: int = 0) -> None:
+        self.out, self.layout, self.scale, self.tiled, self.first_frame = out, layout, scale, tiled, first_frame
+        if tiled:
+            out.zero_()
+
+    def add(self, frame: int, tile: Tile, piece: torch.Tensor) -> None:
+        """piece: [1, 3, n, h, w] in [-1, 1] (unclamped), frames from `frame` on, at `tile`'s place."""
+        n, (h, w) = piece.shape[2], piece.shape[-2:]
+        f, y, x = frame - self.first_frame, tile.y0 * self.scale, tile.x0 * self.scale
+        if self.layout == "video":
+            region = self.out[:, :, f : f + n, y : y + h, x : x + w]
+            weight = tile.weight
+        else:
+            region = self.out[f : f + n, y : y + h, x : x + w].unsqueeze(0)
+            piece = piece.permute(0, 2, 3, 4, 1).add(1).mul_(0.5)  # [1, n, h, w, 3] in [0, 1]
+            weight = tile.weight[:, :, None]
+        piece = piece.to(region.device)
+        if self.tiled:
+            region.add_(piece * weight.to(device=piece.device, dtype=piece.dtype))
+        else:
+            region.copy_(piece)
+
+    def finish(self) -> None:
+        """Clamp once every tile has landed (the reference clamps after blending)."""
+        self.out.clamp_(*((-1.0, 1.0) if self.layout == "video" else (0.0, 1.0)))
+
+
+class _Tracker:
+    """Progress reporting and cancellation between chunks."""
+
+    def __init__(self, total: int, progress: Progress | None, cancel: Cancel | None) -> None:
+        self.total, self.done, self.progress, self.cancel = total, 0, progress, cancel
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise DecodeCancelled(f"Cancelled after {self.done} of {self.total} steps.")
+
+    def advance(self, steps: int) -> None:
+        self.done += steps
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32) -> WanVAE:
+    """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see checkpoint.py)."""
+    sd, info = prepare_state_dict(source)
+    with torch.device("meta"):
+        model = WanVAEModel(info.config)
+    check_against(sd, {k: v.shape for k, v in model.state_dict().items()}, info.source)
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.to(device=device, dtype=dtype)
+    return WanVAE(model, info)
