@@ -21,7 +21,7 @@ from . import memory
 from .checkpoint import CheckpointInfo, check_against, prepare_state_dict
 from .config import MODELS_BY_LATENT_CHANNELS, WanVAEConfig
 from .errors import DecodeCancelled, LatentError, SettingsError
-from .network import StreamState, WanVAEModel, patchify, unpatchify
+from .network import StreamState, WanVAEModel, Workspace, patchify, unpatchify
 from .tiling import Tile, plan_tiles, tile_cells
 
 log = logging.getLogger("wan_vae")
@@ -149,11 +149,12 @@ class WanVAE:
         else:
             out = torch.empty(b * plan.frames, plan.height, plan.width, 3, dtype=torch.float32, device=device)
         tracker = _Tracker(plan.steps, progress, cancel)
+        workspace = Workspace()
         for i in range(b):
             video = out[i : i + 1] if layout == "video" else out[i * plan.frames : (i + 1) * plan.frames]
             canvas = _Canvas(video, layout, self.spatial_scale, tiled=len(plan.tiles) > 1)
             for tile in plan.tiles:
-                state = StreamState()
+                state = StreamState(workspace)
                 for t0, t1 in plan.chunks:
                     self._decode_piece(plan, i, tile, t0, t1, state, canvas, tracker)
             canvas.finish()
@@ -188,8 +189,9 @@ class WanVAE:
         plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming=True)
         tracker = _Tracker(plan.steps, progress, cancel)
         device = torch.device(output_device) if output_device is not None else self.device
+        workspace = Workspace()
         for i in range(plan.latents.shape[0]):
-            states = [StreamState() for _ in plan.tiles]
+            states = [StreamState(workspace) for _ in plan.tiles]
             for t0, t1 in plan.chunks:
                 f0, f1 = _frame_range(t0, t1)
                 out = torch.empty(f1 - f0, plan.height, plan.width, 3, dtype=torch.float32, device=device)
@@ -208,7 +210,8 @@ class WanVAE:
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last_3d)
         frame = _frame_range(0, t0)[1]
-        for piece in self.model.decoder.stream(z, state, max_frames=plan.frames_per_chunk):
+        final = t1 == plan.latents.shape[2]
+        for piece in self.model.decoder.stream(z, state, max_frames=plan.frames_per_chunk, final=final):
             piece = unpatchify(piece, self.config.patch_size)
             canvas.add(frame, tile, piece)
             frame += piece.shape[2]
@@ -295,10 +298,12 @@ class WanVAE:
         scale, z_dim = self.spatial_scale, self.latent_channels
         out = torch.empty(b, z_dim, t, h // scale, w // scale, dtype=self.dtype, device=self.device)
         tracker = _Tracker(b * t, progress, cancel)
+        workspace = Workspace()
         for i in range(b):
-            state = StreamState()
+            state = StreamState(workspace)
             for f0, f1 in chunks:
                 tracker.check_cancel()
+                state.final = f1 == f
                 piece = patchify(x[i : i + 1, :, f0:f1].to(device=self.device, dtype=self.dtype), self.config.patch_size)
                 if self.channels_last:
                     piece = piece.contiguous(memory_format=torch.channels_last_3d)
