@@ -206,7 +206,9 @@ class CausalConv3d(nn.Conv3d):
         else:
             out = F.conv3d(buf, self.weight, self.bias, padding=self.spatial_padding)
             state.workspace.give(buf)
-        return out
+        # PyTorch runs small CPU convs (N*C*D*H <= 20480) with a kernel that returns NCDHW; keep the
+        # layout, or every later layer would leave channels_last too.
+        return out.contiguous(memory_format=_layout(buf))
 
     def run_taps(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
         """The same causal conv for layers with few output channels (the decoder head: 96 -> 3).
@@ -279,7 +281,7 @@ class AttentionBlock(nn.Module):
         q, k, v = qkv.flatten(2).transpose(1, 2).unsqueeze(1).chunk(3, dim=-1)  # [B*T, 1, h*w, C] each
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)
-        return _unframes(self.proj(out), b).add_(x)
+        return x.add(_unframes(self.proj(out), b))  # x first: the sum keeps x's memory layout
 
 
 class Resample(nn.Module):

@@ -94,3 +94,33 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int, scale: i
     wys, wxs = _axis_weights(ys, tile_h, height, scale), _axis_weights(xs, tile_w, width, scale)
     th, tw = min(tile_h, height), min(tile_w, width)
     return [Tile(y, y + th, x, x + tw, wy, wx) for y, wy in zip(ys, wys) for x, wx in zip(xs, wxs)]
+
+
+def seam_score(frames: torch.Tensor, tiles: list[Tile], scale: int, band: int = 0, margin: int = 8) -> float:
+    """How visible tile borders are in decoded `frames` [N, H, W, 3]: about 1.0 means not at all.
+
+    Mean absolute difference between neighbouring rows (and columns) within `band` px of the pixel
+    rows where a tile starts or ends, divided by the same around latent-cell boundaries at least
+    `margin` px from any tile border (tile borders are cell boundaries, and steps inside a cell differ
+    in kind). A seam can also show as a ratio below 1: zero padding at a tile edge flattens both sides
+    of it (seen with Wan 2.2); `band` > 0 averages over a few steps around each boundary. The larger
+    of the row and column ratios; NaN when no axis has a border.
+    """
+    x = frames.float()
+    scores = []
+    for axis, spans in ((1, [(t.y0, t.y1) for t in tiles]), (2, [(t.x0, t.x1) for t in tiles])):
+        size = x.shape[axis]
+        borders = {lo * scale for lo, _ in spans if lo > 0} | {hi * scale for _, hi in spans if hi * scale < size}
+        if not borders:
+            continue
+        steps = (x.narrow(axis, 1, size - 1) - x.narrow(axis, 0, size - 1)).abs()
+        steps = steps.mean(dim=[d for d in range(4) if d != axis])  # steps[i]: between pixels i and i + 1
+
+        def around(edges):
+            return sorted({i for e in edges for i in range(e - 1 - band, e + band) if 0 <= i < size - 1})
+
+        cells = [c for c in range(scale, size, scale) if min(abs(c - b) for b in borders) >= margin]
+        if not cells:
+            continue
+        scores.append((steps[around(borders)].mean() / steps[around(cells)].mean()).item())
+    return max(scores) if scores else float("nan")

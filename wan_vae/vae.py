@@ -228,8 +228,8 @@ class WanVAE:
         if tiling == "auto":
             budget = memory_budget if memory_budget is not None else memory.free_bytes(self.device)
             tile_px = memory.pick_tile_size(self, h, w, frames_per_chunk, budget, streaming)
-            tile = None if tile_px is None else tile_cells(tile_px, min(tile_overlap, tile_px // 2), scale)[0]
-            overlap = 0 if tile_px is None else tile_cells(tile_px, min(tile_overlap, tile_px // 2), scale)[1]
+            # The overlap is capped at a quarter of an auto-picked tile, so small budgets still make progress.
+            tile, overlap = (None, 0) if tile_px is None else tile_cells(tile_px, min(tile_overlap, tile_px // 4), scale)
             log.info("tiling=auto: %s for %dx%d px within %.1f GiB", f"{tile_px} px tiles" if tile_px else "no tiling",
                      w * scale, h * scale, budget / 2**30)  # fmt: skip
         elif tiling == "on":

@@ -1,0 +1,203 @@
+"""Decode options: exact temporal chunking, seamless spatial tiles, streaming, layouts, precision, progress, cancel."""
+
+import gc
+import logging
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reference import latents, reference_decode, reference_model, rel_l2
+from wan_vae import DecodeCancelled, SettingsError, load_vae
+from wan_vae.memory import estimate_peak_bytes
+from wan_vae.network import RMSNorm
+from wan_vae.tiling import axis_starts, plan_tiles, seam_score, tile_cells
+
+
+@pytest.fixture(scope="module")
+def vaes():
+    return {v: load_vae(reference_model(v).state_dict()) for v in ("2.1", "2.2")}
+
+
+def smooth_latents(vae, h, w, t=2, seed=3):
+    """Low-frequency latents (bicubic-upsampled noise): decoded content without pixel-level texture."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.randn(1, vae.latent_channels * t, max(h // 4, 1), max(w // 4, 1), generator=g)
+    return 1.5 * F.interpolate(small, size=(h, w), mode="bicubic").view(1, vae.latent_channels, t, h, w)
+
+
+# ------------------------------------------------------------------------------ temporal chunking
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.2"])
+@pytest.mark.parametrize("frames_per_chunk", [1, 2, 3, 4, 7])
+def test_any_frames_per_chunk_gives_the_untiled_reference(vaes, version, frames_per_chunk):
+    z = latents(version, (1, 7, 5, 7), seed=11)
+    expected = reference_decode(reference_model(version), z)
+    assert rel_l2(vaes[version].decode(z, frames_per_chunk=frames_per_chunk), expected) <= 1e-5
+
+
+# ------------------------------------------------------------------------------ spatial tiles
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(l, t, o) for l in range(1, 41) for t in (8, 13, 32) for o in (0, 1, 4, 7) if o < t])
+def test_tile_weights_cover_every_pixel_and_sum_to_one(length, tile, overlap):
+    starts = axis_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+    tiles = plan_tiles(length, 3, tile, overlap, scale=2)
+    total = torch.zeros(length * 2)
+    for t in tiles:
+        if t.x0 == 0:  # one column of tiles is enough for the y axis
+            total[t.y0 * 2 : t.y1 * 2] += t.weight_y
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.2"])
+def test_tiled_decode_of_an_awkward_size_writes_every_pixel(vaes, version):
+    vae = vaes[version]
+    z = latents(version, (1, 2, 13, 19), seed=5)  # not a multiple of any stride below
+    full = vae.decode(z)
+    tile, overlap = 10 * vae.spatial_scale, 3 * vae.spatial_scale
+    tiled = vae.decode(z, tiling="on", tile_size=tile, tile_overlap=overlap)
+    tiles = plan_tiles(13, 19, *tile_cells(tile, overlap, vae.spatial_scale), vae.spatial_scale)
+    assert len(tiles) == 2 * 3  # ceil((13 - 3) / (10 - 3)) rows, ceil((19 - 3) / (10 - 3)) columns
+    assert tiled.shape == full.shape
+    # A skipped region would stay at the canvas' zero fill: every row and column must carry content.
+    assert (tiled.abs().amax(dim=(0, 1, 2, 4)) > 0.05).all() and (tiled.abs().amax(dim=(0, 1, 2, 3)) > 0.05).all()
+    assert (tiled - full).abs().mean() < 0.08  # tiles this small see little context
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.2"])
+@pytest.mark.parametrize("content", ["random", "smooth"])
+def test_default_overlap_leaves_no_visible_seam(vaes, version, content):
+    vae = vaes[version]
+    s = vae.spatial_scale
+    h, w = 256 // s, 512 // s  # 256 x 512 px in 128 px tiles: tiles meet edge to edge with overlap 0
+    z = latents(version, (1, 1, h, w), seed=9) if content == "random" else smooth_latents(vae, h, w, t=1)
+    for overlap, seamless in ((64, True), (0, False)):
+        tiles = plan_tiles(h, w, *tile_cells(128, overlap, s), s)
+        frames = vae.decode(z, layout="images", tiling="on", tile_size=128, tile_overlap=overlap)
+        score = seam_score(frames, tiles, s)
+        if seamless:
+            assert 0.9 <= score <= 1.1, score
+        else:  # the metric does see a seam when tiles meet edge to edge
+            assert not 0.9 <= score <= 1.1, score
+
+
+def test_tiles_larger_than_the_frame_are_clamped_to_an_untiled_decode(vaes):
+    z = latents("2.1", (1, 2, 6, 10))
+    assert torch.equal(vaes["2.1"].decode(z, tiling="on", tile_size=4096), vaes["2.1"].decode(z))
+
+
+@pytest.mark.parametrize("kw,text", [
+    ({"tile_size": 32}, "too small"),
+    ({"tile_size": 256, "tile_overlap": 256}, "must be smaller than tile_size"),
+    ({"tile_size": 256, "tile_overlap": -8}, "0 or more"),
+])  # fmt: skip
+def test_bad_tile_settings_are_refused(vaes, kw, text):
+    with pytest.raises(SettingsError, match=text):
+        vaes["2.1"].decode(latents("2.1"), tiling="on", **kw)
+
+
+def test_auto_tiling_picks_the_largest_tile_that_fits_the_budget(vaes, caplog):
+    vae, z = vaes["2.1"], latents("2.1", (1, 2, 24, 40))
+    with caplog.at_level(logging.INFO, logger="wan_vae"):
+        assert torch.equal(vae.decode(z, tiling="auto", memory_budget=2**40), vae.decode(z))
+    assert "no tiling" in caplog.text
+    budget = estimate_peak_bytes(vae, 192, 320, 1, tile_px=128)
+    assert estimate_peak_bytes(vae, 192, 320, 1, tile_px=136) > budget  # 128 px is the largest that fits
+    assert estimate_peak_bytes(vae, 192, 320, 1) > budget
+    auto = vae.decode(z, tiling="auto", memory_budget=budget, tile_overlap=32)
+    assert torch.equal(auto, vae.decode(z, tiling="on", tile_size=128, tile_overlap=32))
+
+
+def test_streaming_with_tiles_budgets_for_the_whole_frame_history(vaes):
+    vae = vaes["2.1"]
+    assert estimate_peak_bytes(vae, 480, 832, 1, tile_px=256, streaming=True) > estimate_peak_bytes(vae, 480, 832, 1, tile_px=256)
+
+
+# ------------------------------------------------------------------------------ streaming and layouts
+
+
+@pytest.mark.parametrize("tiling", ["off", "on"])
+def test_streamed_frames_equal_the_whole_decode(vaes, tiling):
+    vae = vaes["2.2"]
+    z = latents("2.2", (2, 4, 9, 11), seed=2)
+    kw = dict(tiling=tiling, tile_size=128, tile_overlap=32, frames_per_chunk=2)
+    whole = vae.decode(z, layout="images", **kw)
+    chunks = list(vae.decode_frames(z, **kw))
+    assert [c.shape[0] for c in chunks] == [1, 8, 4] * 2  # chunks of latent frames 0 | 1-2 | 3, per video
+    assert torch.equal(torch.cat(chunks), whole)
+    as_uint8 = torch.cat(list(vae.decode_frames(z, dtype=torch.uint8, **kw)))
+    assert as_uint8.dtype == torch.uint8 and torch.equal(as_uint8, (whole * 255 + 0.5).floor().to(torch.uint8))
+
+
+def test_streaming_keeps_no_reference_to_frames_already_handed_out(vaes):
+    vae = vaes["2.1"]
+    refs = []
+    for chunk in vae.decode_frames(latents("2.1", (1, 5, 6, 10))):
+        refs.append(weakref.ref(chunk))
+        del chunk
+        gc.collect()
+        assert all(r() is None for r in refs[:-1])
+
+
+def test_images_layout_is_comfyui_image_of_the_video_layout(vaes):
+    vae = vaes["2.1"]
+    z = latents("2.1", (2, 2, 6, 10))
+    video = vae.decode(z)
+    images = vae.decode(z, layout="images")
+    assert images.shape == (2 * 5, 48, 80, 3) and images.dtype == torch.float32
+    assert torch.allclose(images, ((video.permute(0, 2, 3, 4, 1) + 1) / 2).reshape(-1, 48, 80, 3), atol=1e-6)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_output_device_receives_the_decode(vaes):
+    out = vaes["2.1"].decode(latents("2.1"), layout="images", output_device="cpu")
+    assert out.device == torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------ precision
+
+
+@pytest.mark.parametrize("dtype,bound", [(torch.bfloat16, 0.05), (torch.float16, 0.01)])
+def test_half_precision_decodes_close_to_fp32(dtype, bound):
+    ref = reference_model("2.1")
+    z = latents("2.1", (1, 3, 6, 10))
+    expected = reference_decode(ref, z)
+    vae = load_vae(ref.state_dict(), dtype=dtype)
+    out = vae.decode(z)
+    assert out.dtype == dtype and rel_l2(out, expected) < bound
+
+
+def test_rms_norm_of_a_zero_vector_in_fp16_is_zero_not_nan():
+    norm = RMSNorm(8).half()
+    x = torch.zeros(1, 8, 1, 2, 2, dtype=torch.float16)
+    x[..., 0, 0] = 1.0
+    out = norm(x)
+    assert torch.isfinite(out).all() and (out[..., 1, 1] == 0).all()
+
+
+# ------------------------------------------------------------------------------ progress and cancel
+
+
+def test_progress_reports_every_chunk_of_every_tile(vaes):
+    calls = []
+    vaes["2.1"].decode(latents("2.1", (2, 3, 20, 20)), tiling="on", tile_size=96, tile_overlap=32,
+                       frames_per_chunk=2, progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    tiles = len(plan_tiles(20, 20, *tile_cells(96, 32, 8), 8))
+    assert tiles > 1
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1] == (2 * 3 * tiles, 2 * 3 * tiles)
+    assert len(calls) == 2 * tiles * 2  # per video, per tile: chunks [0] and [1, 2]
+
+
+def test_cancel_stops_between_chunks_with_a_clear_exception(vaes):
+    seen = []
+    with pytest.raises(DecodeCancelled, match="Cancelled after 2 of 5 steps"):
+        vaes["2.1"].decode(latents("2.1", (1, 5, 6, 10)), progress=lambda d, t: seen.append(d), cancel=lambda: len(seen) >= 2)
+    assert seen == [1, 2]
+    stream = vaes["2.1"].decode_frames(latents("2.1", (1, 5, 6, 10)), cancel=lambda: True)
+    with pytest.raises(DecodeCancelled):
+        next(stream)
