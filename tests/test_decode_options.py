@@ -1,6 +1,7 @@
 """Decode options: exact temporal chunking, seamless spatial tiles, streaming, layouts, precision, progress, cancel."""
 
 import gc
+import math
 import logging
 import weakref
 
@@ -12,7 +13,7 @@ from reference import latents, reference_decode, reference_model, rel_l2
 from wan_vae import DecodeCancelled, SettingsError, load_vae
 from wan_vae.memory import estimate_peak_bytes
 from wan_vae.network import RMSNorm
-from wan_vae.tiling import axis_starts, plan_tiles, seam_score, tile_cells
+from wan_vae.tiling import axis_tiles, plan_tiles, seam_score, tile_cells
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +44,12 @@ def test_any_frames_per_chunk_gives_the_untiled_reference(vaes, version, frames_
 
 @pytest.mark.parametrize("length,tile,overlap", [(l, t, o) for l in range(1, 41) for t in (8, 13, 32) for o in (0, 1, 4, 7) if o < t])
 def test_tile_weights_cover_every_pixel_and_sum_to_one(length, tile, overlap):
-    starts = axis_starts(length, tile, overlap)
-    assert starts[0] == 0 and starts[-1] + min(tile, length) == length
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+    starts, size = axis_tiles(length, tile, overlap)
+    assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+    assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+    if len(starts) > 1:  # the fewest tiles that can do it, shrunk to fit: no wider overlaps than asked
+        count = math.ceil((length - overlap) / (tile - overlap))
+        assert len(starts) == count and size <= math.ceil((length + (count - 1) * overlap) / count) + 1
     tiles = plan_tiles(length, 3, tile, overlap, scale=2)
     total = torch.zeros(length * 2)
     for t in tiles:

@@ -57,17 +57,26 @@ def tile_cells(tile_size: int, tile_overlap: int, scale: int) -> tuple[int, int]
     return tile, overlap
 
 
-def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start cells of tiles of size `tile` spread evenly over `length`, neighbours sharing >= `overlap` cells."""
+def axis_tiles(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """Start cells and size of the tiles along one axis of `length` cells.
+
+    The fewest tiles of at most `tile` cells that cover the axis with neighbours sharing at least
+    `overlap` cells, each shrunk to just cover it (so `tile_size` is the largest tile, not every
+    tile's size: no compute is spent on overlaps wider than asked), spread evenly.
+    """
     if tile >= length:
-        return [0]
+        return [0], length
     count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+    size = math.ceil((length + (count - 1) * overlap) / count)
+    while True:
+        starts = [round(i * (length - size) / (count - 1)) for i in range(count)]
+        if size >= tile or max(b - a for a, b in zip(starts, starts[1:])) <= size - overlap:
+            return starts, size
+        size += 1  # rounding the starts left a gap narrower than the overlap
 
 
-def _axis_weights(starts: list[int], tile: int, length: int, scale: int) -> list[torch.Tensor]:
+def _axis_weights(starts: list[int], size: int, length: int, scale: int) -> list[torch.Tensor]:
     """Per tile, a ramp over each pixel of the tile, normalised over all tiles covering that pixel."""
-    size = min(tile, length)
     pixels = torch.arange(size * scale, dtype=torch.float64) + 0.5
     raw = []
     for i, start in enumerate(starts):
@@ -89,10 +98,9 @@ def _axis_weights(starts: list[int], tile: int, length: int, scale: int) -> list
 
 def plan_tiles(height: int, width: int, tile: int | None, overlap: int, scale: int) -> list[Tile]:
     """Tiles covering a latent frame of `height` x `width` cells; `tile=None` means one tile (no tiling)."""
-    tile_h = tile_w = tile if tile is not None else max(height, width)
-    ys, xs = axis_starts(height, tile_h, overlap), axis_starts(width, tile_w, overlap)
-    wys, wxs = _axis_weights(ys, tile_h, height, scale), _axis_weights(xs, tile_w, width, scale)
-    th, tw = min(tile_h, height), min(tile_w, width)
+    tile = tile if tile is not None else max(height, width)
+    (ys, th), (xs, tw) = axis_tiles(height, tile, overlap), axis_tiles(width, tile, overlap)
+    wys, wxs = _axis_weights(ys, th, height, scale), _axis_weights(xs, tw, width, scale)
     return [Tile(y, y + th, x, x + tw, wy, wx) for y, wy in zip(ys, wys) for x, wx in zip(xs, wxs)]
 
 
