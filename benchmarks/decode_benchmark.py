@@ -1,0 +1,224 @@
+"""Decode speed, memory and tiling quality against diffusers AutoencoderKLWan, on CPU (or CUDA with --device cuda).
+
+    python benchmarks/decode_benchmark.py [--device cpu|cuda] [--quick] [--workdir DIR]
+
+Every case runs in a fresh process (wall time of the decode call, peak RSS of the process; peak
+VRAM on CUDA) with the same seeded random weights (real-size configs, every parameter perturbed)
+and latents. Ratios compare cases measured side by side in this one run. GFLOP/s uses the reference
+FLOP count (shared/reference/wan_reference.md section 1.4: 2.1 decoder 3.39 TFLOP per frame at
+480x832, 4.35 for the first; 2.2: 7.35 / 9.11), i.e. what the reference executes, so it measures
+time saved, not arithmetic done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+REF_TFLOP_PER_FRAME = {"2.1": (4.35, 3.39), "2.2": (9.11, 7.35)}  # (first frame, later frames) at 480x832
+
+
+def ref_tflop(version: str, t: int, h_px: int, w_px: int) -> float:
+    first, later = REF_TFLOP_PER_FRAME[version]
+    return (first + 4 * (t - 1) * later) * h_px * w_px / (480 * 832)
+
+
+# ------------------------------------------------------------------------------------------ worker
+
+
+def worker(case: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(case.get("threads", torch.get_num_threads()))
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    device, dtype = case["device"], {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[case["dtype"]]
+    weights = Path(case["workdir"]) / f"wan{case['version']}.safetensors"
+    z = torch.randn(case["latent"], generator=torch.Generator().manual_seed(case.get("seed", 0)))
+    if case.get("smooth"):
+        b, c, t, h, w = z.shape
+        small = torch.randn(b, c * t, max(h // 4, 1), max(w // 4, 1), generator=torch.Generator().manual_seed(3))
+        z = 1.5 * torch.nn.functional.interpolate(small, size=(h, w), mode="bicubic").view(b, c, t, h, w)
+    if case["impl"] == "diffusers":
+        from diffusers import AutoencoderKLWan
+        from safetensors.torch import load_file
+
+        from reference import diffusers_kwargs
+
+        with torch.device("meta"):
+            model = AutoencoderKLWan(**diffusers_kwargs(case["version"], real=True))
+        model.load_state_dict(load_file(weights), assign=True)
+        model.eval().to(device=device, dtype=dtype)
+        if case.get("tiling") == "on":
+            model.enable_tiling()
+
+        def run():
+            return model.decode(z.to(device=device, dtype=dtype)).sample
+    else:
+        from wan_vae import load_vae
+
+        vae = load_vae(weights, device=device, dtype=dtype)
+        opts = {k: case[k] for k in ("tiling", "tile_size", "tile_overlap", "frames_per_chunk") if k in case}
+
+        def run():
+            return vae.decode(z, **opts)
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = run()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    result = {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device == "cuda":
+        result["peak_vram_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if case.get("save"):
+        torch.save(out.float().cpu(), case["save"])
+    return result
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def make_weights(workdir: Path, versions) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from reference import reference_model
+
+    for version in versions:
+        path = workdir / f"wan{version}.safetensors"
+        if not path.exists():
+            sd = reference_model(version, real=True).state_dict()
+            save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+            del sd
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+
+def run_case(case: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(case)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"case {case} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rel_l2(a_path, b_path) -> float:
+    import torch
+
+    a, b = torch.load(a_path).double(), torch.load(b_path).double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="only the 240x416 Wan 2.1 comparison")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the random-weight files are kept")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    workdir = args.workdir or Path(tempfile.gettempdir()) / "wan_vae_bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    make_weights(workdir, ("2.1",) if args.quick else ("2.1", "2.2"))
+    base = {"device": args.device, "workdir": str(workdir)}
+    if args.threads:
+        base["threads"] = args.threads
+    rows = []
+
+    def measure(label, impl, version, latent, dtype="fp32", **opts):
+        save = str(workdir / f"out_{len(rows)}.pt")
+        case = {**base, "impl": impl, "version": version, "latent": latent, "dtype": dtype, "save": save, **opts}
+        res = run_case(case)
+        t, h, w = latent[2], latent[3] * (8 if version == "2.1" else 16), latent[4] * (8 if version == "2.1" else 16)
+        res.update(label=label, impl=impl, version=version, dtype=dtype, save=save,
+                   size=f"{1 + 4 * (t - 1)}f {h}x{w}", gflops=ref_tflop(version, t, h, w) * 1000 / res["seconds"])  # fmt: skip
+        rows.append(res)
+        print(f"  {label:44s} {res['seconds']:7.1f} s  {res['peak_rss_mb']:7.0f} MB", flush=True)
+        return res
+
+    print(f"Decode benchmark on {args.device}; each case in a fresh process", flush=True)
+    small = [1, 16, 2, 30, 52]
+    ref = measure("diffusers fp32, untiled", "diffusers", "2.1", small)
+    ours = measure("ours fp32, untiled", "ours", "2.1", small)
+    ours16 = measure("ours bf16, untiled", "ours", "2.1", small, dtype="bf16")
+    ours["err"] = rel_l2(ours["save"], ref["save"])
+    ours16["err"] = rel_l2(ours16["save"], ours["save"])
+    ratios = [
+        f"ours/diffusers time {ours['seconds'] / ref['seconds']:.2f}x (target <= 0.77), "
+        f"peak RSS {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x (target <= 0.6); rel L2 vs diffusers {ours['err']:.1e}",
+        f"bf16: {ref['seconds'] / ours16['seconds']:.2f}x faster than diffusers fp32 (target >= 2.5), "
+        f"{ours['seconds'] / ours16['seconds']:.2f}x faster than ours fp32; rel L2 vs ours fp32 {ours16['err']:.1e} (target <= 1e-2)",
+    ]
+    seams = []
+    if not args.quick:
+        tiled = {"tiling": "on"}  # default 512 px tiles, 64 px overlap
+        t1, t3, t5 = (measure(f"ours fp32, tiled 512/64, {t} latent frames", "ours", "2.1", [1, 16, t, 60, 104], **tiled)
+                      for t in (1, 3, 5))  # fmt: skip
+        u3 = measure("ours fp32, untiled, 3 latent frames", "ours", "2.1", [1, 16, 3, 60, 104])
+        ratios.append(
+            f"480x832 tiled peak RSS: {t1['peak_rss_mb']:.0f} MB (1 latent frame: no causal history yet), "
+            f"{t3['peak_rss_mb']:.0f} MB (3), {t5['peak_rss_mb']:.0f} MB (5): flat once the history is full; "
+            f"untiled {u3['peak_rss_mb']:.0f} MB; tiled/untiled time {t3['seconds'] / u3['seconds']:.2f}x (target <= 1.2)"
+        )
+        r22 = measure("diffusers fp32, Wan 2.2, untiled", "diffusers", "2.2", [1, 48, 2, 15, 26])
+        o22 = measure("ours fp32, Wan 2.2, untiled", "ours", "2.2", [1, 48, 2, 15, 26])
+        ratios.append(f"Wan 2.2 5f 240x416: ours/diffusers time {o22['seconds'] / r22['seconds']:.2f}x, "
+                      f"peak RSS {o22['peak_rss_mb'] / r22['peak_rss_mb']:.2f}x, rel L2 {rel_l2(o22['save'], r22['save']):.1e}")  # fmt: skip
+        seams = seam_table(measure, workdir)
+
+    print("\n| case | frames | time s | peak RSS MB | GFLOP/s (ref count) |" + (" peak VRAM GB |" if args.device == "cuda" else ""))
+    print("|---|---|---|---|---|" + ("---|" if args.device == "cuda" else ""))
+    for r in rows:
+        vram = f" {r['peak_vram_gb']:.2f} |" if "peak_vram_gb" in r else ""
+        print(f"| {r['label']} (Wan {r['version']}) | {r['size']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['gflops']:.0f} |{vram}")
+    print()
+    for line in ratios:
+        print("- " + line)
+    if seams:
+        print("\n| tiling quality (default 512 px tiles, 64 px overlap) | max abs err vs untiled | mean abs err | seam score (<= 1.1) | untiled at the same borders |")
+        print("|---|---|---|---|---|")
+        for line in seams:
+            print(line)
+
+
+def seam_table(measure, workdir: Path) -> list[str]:
+    import torch
+
+    from wan_vae.tiling import plan_tiles, seam_score, tile_cells
+
+    lines = []
+    for version, latent in (("2.1", [1, 16, 1, 60, 104]), ("2.2", [1, 48, 1, 30, 52])):
+        s = 8 if version == "2.1" else 16
+        tiles = plan_tiles(latent[3], latent[4], *tile_cells(512, 64, s), s)
+        for content in ("random", "smooth"):
+            full = measure(f"ours fp32, untiled, {content} latents", "ours", version, latent, smooth=content == "smooth")
+            tiled = measure(f"ours fp32, tiled, {content} latents", "ours", version, latent, smooth=content == "smooth", tiling="on")
+            a, b = torch.load(tiled["save"]), torch.load(full["save"])
+            to_images = lambda v: ((v[0].permute(1, 2, 3, 0) + 1) / 2)  # noqa: E731 [F, H, W, 3]
+            lines.append(
+                f"| Wan {version} {latent[3] * s}x{latent[4] * s}, {content} latents, {len(tiles)} tiles | "
+                f"{(a - b).abs().max():.4f} | {(a - b).abs().mean():.5f} | {seam_score(to_images(a), tiles, s):.3f} | "
+                f"{seam_score(to_images(b), tiles, s):.3f} |"
+            )
+    return lines
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
