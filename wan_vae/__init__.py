@@ -10,8 +10,9 @@ from .checkpoint import CheckpointInfo
 from .config import WAN21, WAN22, WanVAEConfig
 from .errors import CheckpointError, DecodeCancelled, LatentError, SettingsError, VideoWriteError, WanVAEError
 from .vae import WanVAE, load_vae
+from .writer import FORMATS, write_video
 
 __all__ = [
-    "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "SettingsError",
-    "VideoWriteError", "WanVAE", "WanVAEConfig", "WanVAEError", "load_vae",
+    "FORMATS", "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "SettingsError",
+    "VideoWriteError", "WanVAE", "WanVAEConfig", "WanVAEError", "load_vae", "write_video",
 ]  # fmt: skip
