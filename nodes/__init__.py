@@ -1,0 +1,20 @@
+"""The ComfyUI nodes: thin adapters over wan_vae (every node in the file named after it)."""
+
+from .decode import WanDecodeLatents
+from .export import ExportVideo
+from .load_latent import LoadWanLatent
+from .load_vae import LoadWanVAE
+
+# Node names and widget order are a public contract: saved workflows refer to them.
+NODE_CLASS_MAPPINGS = {
+    "LoadWanVAE": LoadWanVAE,
+    "WanDecodeLatents": WanDecodeLatents,
+    "ExportVideo": ExportVideo,
+    "LoadWanLatent": LoadWanLatent,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadWanVAE": "Load Wan VAE",
+    "WanDecodeLatents": "Wan Decode Latents",
+    "ExportVideo": "Export Video",
+    "LoadWanLatent": "Load Wan Latent (.safetensors / .pt)",
+}

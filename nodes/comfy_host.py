@@ -1,0 +1,196 @@
+"""Everything the nodes take from ComfyUI, and nowhere else: folders, devices, memory, progress, interrupt, metadata.
+
+Without ComfyUI (tests, scripts) each function falls back to plain behaviour, with folders from
+`FALLBACK_DIRS`, so the pack stays importable and testable. The absolute imports below are meant:
+they are ComfyUI's own top-level modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import torch
+
+try:
+    import comfy.model_management as mm
+    import comfy.utils
+    import folder_paths
+    from comfy.cli_args import args
+
+    IN_COMFYUI = True
+except ImportError:
+    IN_COMFYUI = False
+
+log = logging.getLogger("wan_vae")
+
+# Without ComfyUI: where models, inputs and outputs are (tests point these at temporary folders).
+FALLBACK_DIRS = {"vae": "models/vae", "input": "input", "output": "output"}
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
+
+
+# ----------------------------------------------------------------------------------------- folders
+
+
+def _files(folder: str, extensions) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for root, _, names in os.walk(folder, followlinks=True):
+        for name in names:
+            if name.lower().endswith(tuple(extensions)):
+                found.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def vae_filenames() -> list[str]:
+    """VAE files in ComfyUI's `vae` model folders (models/vae and extra_model_paths.yaml)."""
+    if IN_COMFYUI:
+        return folder_paths.get_filename_list("vae")
+    return _files(FALLBACK_DIRS["vae"], MODEL_EXTENSIONS)
+
+
+def vae_file(name: str) -> str:
+    if IN_COMFYUI:
+        return folder_paths.get_full_path_or_raise("vae", name)
+    return _inside(FALLBACK_DIRS["vae"], name)
+
+
+def input_filenames(extensions) -> list[str]:
+    folder = folder_paths.get_input_directory() if IN_COMFYUI else FALLBACK_DIRS["input"]
+    return _files(folder, extensions)
+
+
+def input_file(name: str) -> str:
+    if IN_COMFYUI:
+        return folder_paths.get_annotated_filepath(name)
+    return _inside(FALLBACK_DIRS["input"], name)
+
+
+def output_directory() -> str:
+    return folder_paths.get_output_directory() if IN_COMFYUI else os.path.abspath(FALLBACK_DIRS["output"])
+
+
+def _inside(folder: str, name: str) -> str:
+    path = os.path.abspath(os.path.join(folder, name))
+    if os.path.commonpath((os.path.abspath(folder), path)) != os.path.abspath(folder):
+        raise ValueError(f"'{name}' is outside {folder}.")
+    return path
+
+
+def save_location(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
+    """(folder, file stem, first free counter, subfolder) in the output folder, ComfyUI's naming rules.
+
+    Prefixes that leave the output folder are refused; %width%, %height%, %year%... are filled in.
+    """
+    output = output_directory()
+    if IN_COMFYUI:
+        try:
+            folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output, width, height)
+        except Exception as e:  # ComfyUI raises a bare Exception for paths outside the output folder
+            raise ValueError(f"filename_prefix '{filename_prefix}' would save outside the output folder: {e}") from None
+        return folder, stem, counter, subfolder
+    prefix = filename_prefix.replace("%width%", str(width)).replace("%height%", str(height))
+    subfolder, stem = os.path.dirname(os.path.normpath(prefix)), os.path.basename(os.path.normpath(prefix))
+    folder = os.path.abspath(os.path.join(output, subfolder))
+    if os.path.commonpath((output, folder)) != output or not stem or stem in (".", ".."):
+        raise ValueError(f"filename_prefix '{filename_prefix}' would save outside the output folder {output}.")
+    os.makedirs(folder, exist_ok=True)
+    pattern = re.compile(rf"{re.escape(stem)}_(\d+)_")
+    used = [int(m.group(1)) for m in map(pattern.match, os.listdir(folder)) if m]
+    return folder, stem, max(used, default=0) + 1, subfolder
+
+
+# ----------------------------------------------------------------------------------------- devices and memory
+
+
+def compute_device(choice: str) -> torch.device:
+    """auto: ComfyUI's VAE device (honours --cpu and --cpu-vae); gpu: ComfyUI's torch device; cpu."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if IN_COMFYUI:
+        device = mm.vae_device() if choice == "auto" else mm.get_torch_device()
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "gpu" and device.type == "cpu":
+        raise ValueError("device=gpu, but no GPU is available to ComfyUI (or it runs with --cpu); choose auto or cpu.")
+    return device
+
+
+def offload_device() -> torch.device:
+    """Where the VAE waits between decodes (ComfyUI's VAE offload device: the CPU)."""
+    return mm.vae_offload_device() if IN_COMFYUI else torch.device("cpu")
+
+
+def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on GPUs that support it, fp32 on the CPU (and ComfyUI's --fp32-vae/--bf16-vae/--fp16-vae win)."""
+    if choice != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+    if IN_COMFYUI:
+        return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def make_room(device: torch.device, needed_bytes: int) -> int:
+    """Ask ComfyUI to unload models until `needed_bytes` fit on `device`; returns the bytes then free there."""
+    if IN_COMFYUI:
+        mm.free_memory(needed_bytes, device)
+        mm.soft_empty_cache()
+        return mm.get_free_memory(device)
+    from ..wan_vae.memory import free_bytes
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return free_bytes(device)
+
+
+def result_device() -> torch.device:
+    """Where IMAGE outputs live (ComfyUI's intermediate device: the CPU unless --gpu-only)."""
+    return mm.intermediate_device() if IN_COMFYUI else torch.device("cpu")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def release_memory() -> None:
+    if IN_COMFYUI:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------- progress, stop, metadata
+
+
+class _NoProgress:
+    def __init__(self, total: int) -> None:
+        self.total, self.current = total, 0
+
+    def update_absolute(self, value: int, total: int | None = None) -> None:
+        self.current = value
+
+
+def progress_bar(total: int):
+    """The node's progress bar in the ComfyUI front end (update_absolute(done, total))."""
+    return comfy.utils.ProgressBar(total) if IN_COMFYUI else _NoProgress(total)
+
+
+def stop_requested() -> bool:
+    """True once the user pressed Stop (Cancel) in the front end."""
+    return IN_COMFYUI and mm.processing_interrupted()
+
+
+def raise_stopped(error: BaseException) -> None:
+    """Turn a library cancellation into ComfyUI's own interrupt, which ends the run without an error dialog."""
+    if IN_COMFYUI:
+        raise mm.InterruptProcessingException() from error
+    raise error
+
+
+def metadata_disabled() -> bool:
+    """ComfyUI's --disable-metadata."""
+    return IN_COMFYUI and bool(getattr(args, "disable_metadata", False))

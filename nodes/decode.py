@@ -1,0 +1,91 @@
+"""WanDecodeLatents: Wan video latents to ComfyUI IMAGE frames, with tiling toggles, progress and Stop."""
+
+from __future__ import annotations
+
+import logging
+
+from ..wan_vae import DecodeCancelled
+from ..wan_vae.memory import estimate_peak_bytes
+from ..wan_vae.tiling import MIN_TILE_CELLS
+from . import comfy_host
+from .load_vae import CATEGORY
+
+log = logging.getLogger("wan_vae")
+
+
+class WanDecodeLatents:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Decodes Wan video latents into frames (IMAGE), exactly like the reference decoder. Time is decoded in "
+        "chunks that continue each other exactly (no flicker); large frames can be split into blended tiles. "
+        "A batch of videos comes out as their frames one after the other, like VAE Decode."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The decoded frames [frames, height, width, 3]; 21 latent frames give 81.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("WAN_VAE", {"tooltip": "From Load Wan VAE: the Wan 2.1 VAE for 16-channel latents, the Wan 2.2 VAE for 48."}),
+                "samples": ("LATENT", {"tooltip": "Video latents from a sampler (or Load Latent)."}),
+                "latent_space": (["raw", "normalized"], {"default": "raw", "tooltip": (
+                    "raw: latents from ComfyUI samplers (KSampler and friends). normalized: latents from diffusers "
+                    "pipelines or kijai's WanVideoWrapper, which scale them by the VAE's mean/std. Washed-out or "
+                    "noisy colours mean the other setting.")}),
+                "tiling": (["auto", "off", "on"], {"default": "auto", "tooltip": (
+                    "auto: split frames into tiles only if the decode would not fit in free memory. "
+                    "on: always use tiles of tile_size. off: never (exact, most memory).")}),
+                "tile_size": ("INT", {"default": 512, "min": 128, "max": 4096, "step": 32, "tooltip": (
+                    "Largest tile edge in pixels (tiling on; the most tiling auto may use). Smaller tiles use less "
+                    "memory and decode slower; memory per tile grows with its area.")}),
+                "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 16, "tooltip": (
+                    "Pixels neighbouring tiles share and cross-fade over; 64 leaves no visible seam. "
+                    "Must be smaller than tile_size.")}),
+                "frames_per_chunk": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
+                    "Latent frames per decoder pass (each makes 4 frames). Any value gives the same frames; "
+                    "larger is faster on big GPUs, 1 uses the least memory.")}),
+            }
+        }  # fmt: skip
+
+    def decode(self, vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk):
+        latents = samples["samples"]
+        if latents.dim() == 4:  # image latents [B, C, h, w] (Qwen-Image, single frames): one frame per item
+            latents = latents.unsqueeze(2)
+        wan, device = vae.vae, vae.device
+        options = dict(normalized=latent_space == "normalized", layout="images", output_device=comfy_host.result_device(),
+                       tiling=tiling, tile_size=tile_size, tile_overlap=tile_overlap, frames_per_chunk=frames_per_chunk)  # fmt: skip
+        if latents.dim() == 5 and latents.shape[1] == wan.latent_channels:  # else decode() says what is wrong
+            # Ask ComfyUI to unload what it must (the sampler's model, say); auto tiles to what is then free.
+            h, w = latents.shape[-2] * wan.spatial_scale, latents.shape[-1] * wan.spatial_scale
+            wanted = estimate_peak_bytes(wan, h, w, frames_per_chunk, tile_size if tiling == "on" else None)
+            free = comfy_host.make_room(device, wanted)
+            if tiling == "auto":
+                options["memory_budget"] = free
+        try:
+            wan.to(device=device)
+            try:
+                return (self._run(wan, latents, options),)
+            except Exception as error:
+                if not comfy_host.is_out_of_memory(error) or tiling == "on" and tile_size <= 2 * MIN_TILE_CELLS * wan.spatial_scale:
+                    raise
+                retry = max(tile_size // 2, 2 * MIN_TILE_CELLS * wan.spatial_scale) if tiling == "on" else min(tile_size, 512)
+                log.warning("Wan decode ran out of memory on %s (%s); retrying once with %d px tiles", device, error, retry)
+                del error
+                comfy_host.release_memory()
+                options.update(tiling="on", tile_size=retry, tile_overlap=min(tile_overlap, retry // 4))
+                return (self._run(wan, latents, options),)
+        finally:
+            wan.to(device=comfy_host.offload_device())
+            comfy_host.release_memory()
+
+    @staticmethod
+    def _run(wan, latents, options):
+        bar = comfy_host.progress_bar(1)
+        try:
+            return wan.decode(latents, progress=lambda done, total: bar.update_absolute(done, total),
+                              cancel=comfy_host.stop_requested, **options)  # fmt: skip
+        except DecodeCancelled as stopped:
+            comfy_host.raise_stopped(stopped)

@@ -1,0 +1,58 @@
+"""LoadWanVAE: a Wan 2.1 or Wan 2.2 VAE file from ComfyUI's models/vae folder, as a WAN_VAE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..wan_vae import WanVAE, load_vae
+from . import comfy_host
+
+CATEGORY = "Wan VAE"
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+DEVICES = ["auto", "cpu", "gpu"]
+
+
+@dataclass
+class LoadedWanVAE:
+    """What flows through a WAN_VAE socket: the VAE (kept on the offload device) and where it decodes."""
+
+    vae: WanVAE
+    device: torch.device
+
+    def __repr__(self) -> str:
+        return f"Wan {self.vae.version} VAE ({str(self.vae.dtype).removeprefix('torch.')}, decodes on {self.device})"
+
+
+class LoadWanVAE:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads a Wan VAE from ComfyUI/models/vae: the Wan 2.1 VAE (wan_2.1_vae.safetensors: Wan 2.1, Wan 2.2 14B, "
+        "Qwen-Image) or the Wan 2.2 VAE (wan2.2_vae.safetensors: Wan 2.2 TI2V-5B). Original, ComfyUI and diffusers "
+        "files in fp32, fp16 or bf16 all load; anything else is refused with a message saying what it is."
+    )
+    RETURN_TYPES = ("WAN_VAE",)
+    RETURN_NAMES = ("wan_vae",)
+    OUTPUT_TOOLTIPS = ("The VAE, for Wan Decode Latents.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae_name": (comfy_host.vae_filenames(), {"tooltip": "A VAE file in ComfyUI/models/vae."}),
+                "precision": (PRECISIONS, {"default": "auto", "tooltip": (
+                    "auto: bf16 on GPUs that support it (near-lossless, half the memory), fp32 on the CPU. "
+                    "fp32 is the reference precision; fp16 can overflow on rare inputs.")}),
+                "device": (DEVICES, {"default": "auto", "tooltip": (
+                    "Where decoding runs. auto follows ComfyUI (its GPU, or the CPU with --cpu / --cpu-vae). "
+                    "Between runs the VAE waits in system memory.")}),
+            }
+        }  # fmt: skip
+
+    def load(self, vae_name: str, precision: str, device: str):
+        target = comfy_host.compute_device(device)
+        dtype = comfy_host.compute_dtype(precision, target)
+        vae = load_vae(comfy_host.vae_file(vae_name), device=comfy_host.offload_device(), dtype=dtype)
+        return (LoadedWanVAE(vae, target),)

@@ -1,0 +1,311 @@
+"""The ComfyUI pack: loaded the way ComfyUI loads it, the node contract, example workflows, and a run end to end."""
+
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from comfy_graph import LoadLatentLikeComfyUI, check_ui_workflow, inputs_of, is_widget, run_api
+from media import mp4_metadata, probe
+from reference import latents, reference_model
+from wan_vae.checkpoint import diffusers_to_original
+from wan_vae.config import CONFIGS
+from wan_vae.latents import write_latent_file
+
+PACK = Path(__file__).resolve().parents[1]
+NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent")
+# Widget names in order: saved workflows store widgets_values by position, so this order is a public contract.
+WIDGET_ORDER = {
+    "LoadWanVAE": ["vae_name", "precision", "device"],
+    "WanDecodeLatents": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk"],
+    "ExportVideo": ["fps", "format", "quality", "filename_prefix", "save_metadata"],
+    "LoadWanLatent": ["latent_file", "tensor_name"],
+}
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    """Import the pack as ComfyUI's load_custom_node does, with a decoy top-level `nodes` module on sys.path."""
+    decoy = tmp_path_factory.mktemp("decoy")
+    (decoy / "nodes.py").write_text("NODE_CLASS_MAPPINGS = {'Decoy': object}\nIMPORTED = True\n")
+    sys.path.insert(0, str(decoy))
+    try:
+        name = str(PACK).replace(".", "_x_")
+        spec = importlib.util.spec_from_file_location(name, PACK / "__init__.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(decoy))
+    module.host = sys.modules[f"{name}.nodes.comfy_host"]
+    module.lib = sys.modules[f"{name}.wan_vae"]
+    return module
+
+
+@pytest.fixture
+def folders(pack, tmp_path):
+    """Fallback ComfyUI folders with a (reduced, random-weight) Wan 2.1 VAE in models/vae."""
+    dirs = {k: tmp_path / k for k in ("vae", "input", "output")}
+    for d in dirs.values():
+        d.mkdir()
+    sd = reference_model("2.1").state_dict()
+    original = {diffusers_to_original(sd, CONFIGS["2.1"])[k]: v.contiguous() for k, v in sd.items()}
+    save_file({k: v.to(torch.bfloat16) for k, v in original.items()}, str(dirs["vae"] / "wan_2.1_vae.safetensors"))
+    save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(dirs["vae"] / "sdxl_vae.safetensors"))
+    saved = dict(pack.host.FALLBACK_DIRS)
+    pack.host.FALLBACK_DIRS.update({k: str(v) for k, v in dirs.items()})
+    LoadLatentLikeComfyUI.input_dir = str(dirs["input"])
+    yield dirs
+    pack.host.FALLBACK_DIRS.update(saved)
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def test_the_pack_registers_its_nodes_and_web_folder_and_ignores_the_decoy(pack):
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(NODES) and "Decoy" not in pack.NODE_CLASS_MAPPINGS
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(NODES)
+    assert (PACK / pack.WEB_DIRECTORY / "export_video_preview.js").is_file()
+    assert pack.NODE_CLASS_MAPPINGS["LoadWanVAE"].__module__ == f"{pack.__name__}.nodes.load_vae"
+    assert "nodes" not in sys.modules or not getattr(sys.modules["nodes"], "IMPORTED", False)
+
+
+def test_the_web_folder_is_registered_once():
+    pyproject = (PACK / "pyproject.toml").read_text()
+    assert "web =" not in pyproject.split("[tool.comfy]")[-1]  # WEB_DIRECTORY only: both would serve the JS twice
+    js = (PACK / "web" / "export_video_preview.js").read_text()
+    assert "scripts/ui.js" not in js and "../../scripts/app.js" in js
+
+
+def test_no_module_of_the_pack_imports_its_own_packages_absolutely():
+    for path in list(PACK.glob("nodes/*.py")) + list(PACK.glob("wan_vae/*.py")) + [PACK / "__init__.py"]:
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            assert not stripped.startswith(("import nodes", "from nodes", "import wan_vae", "from wan_vae")), f"{path}: {line}"
+            if path.parent.name == "wan_vae":
+                assert not stripped.startswith(("import comfy", "from comfy", "import folder_paths")), f"{path}: {line}"
+
+
+# ------------------------------------------------------------------------------------------ contract
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_node_contract(pack, folders, name):
+    cls = pack.NODE_CLASS_MAPPINGS[name]
+    assert cls.CATEGORY == "Wan VAE" and len(cls.DESCRIPTION) > 40
+    assert isinstance(cls.RETURN_TYPES, tuple) and callable(getattr(cls, cls.FUNCTION))
+    assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES)
+    assert getattr(cls, "OUTPUT_NODE", False) == (name == "ExportVideo")
+    types = cls.INPUT_TYPES()
+    assert set(types) <= {"required", "optional", "hidden"}
+    for input_name, spec in inputs_of(cls).items():
+        options = spec[1] if len(spec) > 1 else {}
+        assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
+        if isinstance(spec[0], list):
+            assert "default" not in options or options["default"] in spec[0]
+        elif spec[0] in ("INT", "FLOAT"):
+            assert options["min"] <= options["default"] <= options["max"]
+    assert [n for n, s in inputs_of(cls).items() if is_widget(s)] == WIDGET_ORDER[name]
+
+
+def test_export_node_takes_the_hidden_prompt_and_workflow(pack):
+    hidden = pack.NODE_CLASS_MAPPINGS["ExportVideo"].INPUT_TYPES()["hidden"]
+    assert hidden == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
+# ------------------------------------------------------------------------------------------ workflows
+
+
+def classes(pack):
+    return {**pack.NODE_CLASS_MAPPINGS, "LoadLatent": LoadLatentLikeComfyUI}
+
+
+def test_every_example_workflow_is_valid(pack, folders):
+    files = sorted((PACK / "example_workflows").glob("*.json"))
+    assert files
+    for path in files:
+        graph = json.loads(path.read_text())
+        assert graph.get("version") == 0.4 and "nodes" in graph and "links" in graph, f"{path.name} is not UI format"
+        check_ui_workflow(graph, classes(pack))
+        assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
+        models = [m for n in graph["nodes"] for m in n.get("properties", {}).get("models", [])]
+        assert {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"} <= {m["name"] for m in models}
+        assert all(m["directory"] == "vae" and m["url"].startswith("https://") for m in models)
+
+
+def test_the_api_example_runs_end_to_end_to_a_real_mp4(pack, folders):
+    write_latent_file(folders["input"] / "wan_t2v_00001_.latent", latents("2.1", (1, 3, 6, 10)))
+    workflow = json.loads((PACK / "tests" / "workflows" / "wan_latent_to_video.api.json").read_text())
+    ui_workflow = json.loads((PACK / "example_workflows" / "wan_latent_to_video.json").read_text())
+    results = run_api(workflow, classes(pack), extra_pnginfo={"workflow": ui_workflow})
+    ui, (path,) = results["4"]
+    assert Path(path) == folders["output"] / "WanVideo" / "wan_00001_.mp4"
+    info = probe(path)
+    assert info["frames"] == 9 and (info["width"], info["height"]) == (80, 48)
+    assert ui["images"] == [{"filename": "wan_00001_.mp4", "subfolder": "WanVideo", "type": "output"}] and ui["animated"] == (True,)
+    assert ui["wan_video"][0]["frames"] == 9 and ui["wan_video"][0]["bytes"] == Path(path).stat().st_size
+    assert mp4_metadata(path) == {"prompt": workflow, "workflow": ui_workflow}
+
+
+# ------------------------------------------------------------------------------------------ node behaviour
+
+
+def load(pack, name="wan_2.1_vae.safetensors", **kw):
+    return pack.NODE_CLASS_MAPPINGS["LoadWanVAE"]().load(name, kw.get("precision", "auto"), kw.get("device", "auto"))[0]
+
+
+def decode(pack, vae, z, **kw):
+    args = dict(latent_space="raw", tiling="off", tile_size=512, tile_overlap=64, frames_per_chunk=1) | kw
+    return pack.NODE_CLASS_MAPPINGS["WanDecodeLatents"]().decode(vae, {"samples": z}, **args)[0]
+
+
+def test_load_wan_vae_lists_files_and_picks_precision(pack, folders):
+    assert pack.NODE_CLASS_MAPPINGS["LoadWanVAE"].INPUT_TYPES()["required"]["vae_name"][0] == ["sdxl_vae.safetensors", "wan_2.1_vae.safetensors"]
+    vae = load(pack)
+    assert vae.vae.version == "2.1" and vae.vae.dtype == torch.float32 and vae.device.type in ("cpu", "cuda")  # auto on CPU: fp32
+    assert load(pack, precision="bf16", device="cpu").vae.dtype == torch.bfloat16
+    assert "Wan 2.1 VAE (bfloat16, decodes on cpu)" == repr(load(pack, precision="bf16", device="cpu"))
+
+
+def test_a_file_that_is_not_a_wan_vae_fails_in_the_loader(pack, folders):
+    with pytest.raises(pack.lib.CheckpointError, match="not a Wan VAE: it looks like an image VAE"):
+        load(pack, "sdxl_vae.safetensors")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when there is no GPU")
+def test_gpu_without_a_gpu_is_refused_clearly(pack, folders):
+    with pytest.raises(ValueError, match="no GPU is available"):
+        load(pack, device="gpu")
+
+
+def test_decode_gives_comfyui_images_for_a_batch_of_videos(pack, folders):
+    vae = load(pack, device="cpu")
+    z = latents("2.1", (2, 2, 6, 10))
+    images = decode(pack, vae, z)
+    assert images.shape == (2 * 5, 48, 80, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
+    expected = vae.vae.decode(z, layout="images")
+    assert torch.equal(images, expected)
+    assert torch.allclose(decode(pack, vae, z, tiling="on", tile_size=128, tile_overlap=32), expected, atol=0.3)
+    normalized = (z - vae.vae.latents_mean.view(1, -1, 1, 1, 1)) / vae.vae.latents_std.view(1, -1, 1, 1, 1)
+    assert torch.allclose(decode(pack, vae, normalized, latent_space="normalized"), expected, atol=1e-5)
+
+
+def test_image_latents_decode_as_one_frame_each(pack, folders):
+    vae = load(pack, device="cpu")
+    assert decode(pack, vae, latents("2.1", (3, 1, 6, 10))[:, :, 0]).shape == (3, 48, 80, 3)
+
+
+def test_wrong_latents_fail_with_the_library_message(pack, folders):
+    with pytest.raises(pack.lib.LatentError, match="Wan 2.2 TI2V-5B latents need the Wan 2.2 VAE"):
+        decode(pack, load(pack, device="cpu"), latents("2.2"))
+
+
+def test_progress_bar_moves_and_stop_ends_the_decode(pack, folders, monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.updates = []
+            bars.append(self)
+
+        def update_absolute(self, value, total=None):
+            self.updates.append((value, total))
+
+    monkeypatch.setattr(pack.host, "progress_bar", Bar)
+    vae = load(pack, device="cpu")
+    decode(pack, vae, latents("2.1", (1, 3, 6, 10)))
+    assert bars[-1].updates == [(1, 3), (2, 3), (3, 3)]
+    monkeypatch.setattr(pack.host, "stop_requested", lambda: len(bars[-1].updates) >= 1)
+    with pytest.raises(pack.lib.DecodeCancelled):
+        decode(pack, vae, latents("2.1", (1, 3, 6, 10)))
+    assert bars[-1].updates == [(1, 3)]
+
+
+def test_out_of_memory_is_retried_once_with_tiles(pack, folders, monkeypatch, caplog):
+    vae = load(pack, device="cpu")
+    real = vae.vae.decode
+    calls = []
+
+    def flaky(z, **kw):
+        calls.append(kw["tiling"])
+        if kw["tiling"] != "on":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 7.70 GiB")
+        return real(z, **kw)
+
+    monkeypatch.setattr(vae.vae, "decode", flaky)
+    with caplog.at_level(logging.WARNING, logger="wan_vae"):
+        images = decode(pack, vae, latents("2.1", (1, 2, 6, 10)), tiling="off")
+    assert calls == ["off", "on"] and images.shape == (5, 48, 80, 3)
+    assert "ran out of memory" in caplog.text and "retrying once with 512 px tiles" in caplog.text
+    monkeypatch.setattr(vae.vae, "decode", lambda z, **kw: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("again")))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        decode(pack, vae, latents("2.1"))  # the retry is not repeated
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def export(pack, images, **kw):
+    args = dict(fps=16.0, format="h264-mp4", quality=80, filename_prefix="WanVideo/wan", save_metadata=True) | kw
+    return pack.NODE_CLASS_MAPPINGS["ExportVideo"]().export(images, **args)
+
+
+def test_export_names_files_like_comfyui_and_never_overwrites(pack, folders):
+    frames = torch.rand(5, 32, 48, 3)
+    first = export(pack, frames)["result"][0]
+    second = export(pack, frames)["result"][0]
+    assert [Path(first).name, Path(second).name] == ["wan_00001_.mp4", "wan_00002_.mp4"]
+    (folders["output"] / "WanVideo" / "wan_00003_.mp4").write_bytes(b"taken")
+    assert Path(export(pack, frames)["result"][0]).name == "wan_00004_.mp4"
+    assert (folders["output"] / "WanVideo" / "wan_00003_.mp4").read_bytes() == b"taken"
+    assert Path(export(pack, frames, filename_prefix="clip_%width%x%height%")["result"][0]).name == "clip_48x32_00001_.mp4"
+
+
+@pytest.mark.parametrize("prefix", ["../escape/wan", "/etc/wan", "WanVideo/../../wan"])
+def test_export_refuses_prefixes_leaving_the_output_folder(pack, folders, prefix):
+    with pytest.raises(ValueError, match="outside the output folder"):
+        export(pack, torch.rand(2, 16, 16, 3), filename_prefix=prefix)
+
+
+def test_export_embeds_prompt_and_workflow_unless_told_not_to(pack, folders):
+    frames = torch.rand(3, 16, 16, 3)
+    node = pack.NODE_CLASS_MAPPINGS["ExportVideo"]()
+    args = dict(fps=16.0, format="h264-mp4", quality=80, filename_prefix="meta/wan")
+    path = node.export(frames, save_metadata=True, prompt={"1": {"class_type": "X", "inputs": {}}},
+                       extra_pnginfo={"workflow": {"nodes": []}}, **args)["result"][0]  # fmt: skip
+    assert mp4_metadata(path) == {"prompt": {"1": {"class_type": "X", "inputs": {}}}, "workflow": {"nodes": []}}
+    path = node.export(frames, save_metadata=False, prompt={"1": {}}, extra_pnginfo={"workflow": {}}, **args)["result"][0]
+    assert mp4_metadata(path) == {}
+
+
+def test_export_ui_for_formats_a_browser_cannot_play(pack, folders):
+    out = export(pack, torch.rand(3, 16, 16, 3), format="prores-mov")
+    assert "images" not in out["ui"] and out["ui"]["wan_video"][0]["playable"] is False
+    out = export(pack, torch.rand(3, 16, 16, 3), format="png")
+    assert out["ui"]["images"] == [{"filename": "frame_00001.png", "subfolder": "WanVideo/wan_00002_", "type": "output"}]  # one counter for every extension, as in ComfyUI
+
+
+def test_export_with_audio(pack, folders):
+    t = torch.arange(44100) / 44100
+    audio = {"waveform": torch.sin(2 * torch.pi * 440 * t).expand(1, 2, -1), "sample_rate": 44100}
+    path = export(pack, torch.rand(16, 32, 32, 3), audio=audio)["result"][0]
+    assert probe(path)["audio_codec"] == "aac"
+
+
+# ------------------------------------------------------------------------------------------ latent loader
+
+
+def test_load_wan_latent_reads_diffusers_and_torch_files(pack, folders):
+    z = latents("2.1", (1, 2, 6, 10))
+    save_file({"latents": z}, str(folders["input"] / "pipe.safetensors"))
+    torch.save(z, folders["input"] / "script.pt")
+    node = pack.NODE_CLASS_MAPPINGS["LoadWanLatent"]
+    assert node.INPUT_TYPES()["required"]["latent_file"][0] == ["pipe.safetensors", "script.pt"]
+    for name in ("pipe.safetensors", "script.pt"):
+        assert torch.equal(node().load(name, "")[0]["samples"], z)
+    assert node.IS_CHANGED("script.pt", "") != node.IS_CHANGED("pipe.safetensors", "")
