@@ -250,6 +250,20 @@ def _write_audio(path: Path, audio: Mapping) -> tuple[int, int]:
     return rate, w.shape[0]
 
 
+def read_audio_file(path, sample_rate: int = 48000) -> dict:
+    """Any audio (or video with sound) file as ComfyUI AUDIO, decoded by the bundled ffmpeg to stereo at `sample_rate`."""
+    path = Path(os.fspath(path)).expanduser()
+    if not path.is_file():
+        raise VideoWriteError(f"No audio file at '{path}'.")
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn", "-ac", "2",
+                           "-ar", str(sample_rate), "-f", "f32le", "pipe:1"], capture_output=True)  # fmt: skip
+    if proc.returncode or not proc.stdout:
+        tail = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL:].strip() or "no audio stream"
+        raise VideoWriteError(f"Cannot read audio from '{path}': {tail}")
+    samples = torch.from_numpy(np.frombuffer(proc.stdout, dtype="<f4").copy()).view(-1, 2).t()
+    return {"waveform": samples.unsqueeze(0), "sample_rate": sample_rate}
+
+
 # ----------------------------------------------------------------------------------------- writing
 
 

@@ -1,0 +1,7 @@
+"""`python -m wan_vae`: see cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,212 @@
+"""The command line: `python -m wan_vae decode | info | encode`, without ComfyUI.
+
+Exit codes: 0 success; 2 bad usage or bad input (the library's message on stderr, no traceback unless
+--debug); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, LatentError, WanVAEError
+from .latents import describe_latent, read_latent_file, write_latent_file
+from .vae import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, load_vae
+from .writer import DEFAULT_QUALITY, FORMATS, read_audio_file, write_video
+
+EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
+                     ".gif": "gif", ".webp": "webp", "": "png"}  # fmt: skip
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise WanVAEError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto.")
+    return torch.device("cuda" if choice in ("gpu", "cuda") else choice)
+
+
+def _dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice == "auto":  # bf16 decodes near-losslessly on GPUs; fp32 is the reference and the fast CPU path
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return DTYPES[choice]
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain lines (every ~10 %) when stderr is a file or pipe."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.bar, self.last = what, None, -1
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=self.what, unit="step", file=sys.stderr)
+            self.bar.update(done - self.bar.n)
+        elif done * 10 // total > self.last or done == total:
+            self.last = done * 10 // total
+            print(f"{self.what}: {done}/{total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------------------- commands
+
+
+def cmd_decode(args) -> int:
+    out = Path(args.output)
+    fmt = args.format or EXTENSION_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise WanVAEError(f"Cannot tell the format from '{out.name}'; pass --format ({', '.join(FORMATS)}).")
+    latents = read_latent_file(args.latent, args.key)
+    device = _device(args.device)
+    vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device))
+    audio = read_audio_file(args.audio) if args.audio else None
+    progress = _Progress("decoding")
+    start = time.perf_counter()
+    frames = vae.decode_frames(
+        latents, normalized=args.latent_space == "normalized", dtype=torch.uint8 if args.bit_depth == 8 else torch.float32,
+        tiling=args.tiling, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
+        frames_per_chunk=args.frames_per_chunk, progress=progress,
+    )  # fmt: skip
+    try:
+        path = write_video(frames, out, args.fps, format=fmt, quality=args.quality, audio=audio,
+                           overwrite=args.overwrite, bit_depth=args.bit_depth)  # fmt: skip
+    finally:
+        progress.close()
+    print(f"wrote {path} ({fmt}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise WanVAEError(f"No file at '{path}'.")
+    if path.suffix.lower() != ".latent":
+        from .checkpoint import prepare_state_dict
+
+        try:
+            _, info = prepare_state_dict(path)
+            print(f"{path.name}: {info.describe()}")
+            return 0
+        except CheckpointError as not_a_vae:
+            if "not a Wan VAE" not in str(not_a_vae) and "not a state dict" not in str(not_a_vae):
+                raise
+    try:
+        latent = read_latent_file(path, args.key)
+    except LatentError as e:
+        raise WanVAEError(f"'{path.name}' is neither a Wan VAE nor a latent file: {e}") from None
+    print(f"{path.name}: {describe_latent(latent)}")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    import imageio
+    import numpy as np
+
+    try:
+        reader = imageio.get_reader(args.video, format="FFMPEG")
+        frames = np.stack([frame[..., :3] for frame in reader])
+        reader.close()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise WanVAEError(f"Cannot read video frames from '{args.video}': {e}") from None
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise WanVAEError(f"{out} already exists; choose another name or pass --overwrite.")
+    device = _device(args.device)
+    vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device) if args.precision != "auto" else torch.float32)
+    if args.trim:
+        keep = 1 + 4 * ((len(frames) - 1) // 4)
+        s = vae.spatial_scale
+        frames = frames[:keep, : frames.shape[1] // s * s, : frames.shape[2] // s * s]
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0).float().div_(127.5).sub_(1)
+    progress = _Progress("encoding")
+    try:
+        latents = vae.encode(video, frames_per_chunk=args.frames_per_chunk, progress=progress).float().cpu()
+    finally:
+        progress.close()
+    write_latent_file(out, latents, metadata={"source": os.path.basename(args.video), "wan_vae": f"Wan {vae.version} VAE"})
+    print(f"wrote {out}: {describe_latent(latents)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m wan_vae", description="Wan 2.1 / 2.2 VAE: latents to video, without ComfyUI.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    # --debug also after the command; SUPPRESS keeps the value given before it when absent here.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dec = commands.add_parser("decode", parents=[common], help="decode a latent file straight into a video (streamed: memory stays flat)")
+    dec.add_argument("latent", help="ComfyUI .latent, .safetensors (one tensor, or --key), or a torch.save .pt tensor")
+    dec.add_argument("--vae", required=True, help="Wan VAE file or diffusers vae folder")
+    dec.add_argument("-o", "--output", required=True, help="video file; the extension picks the format unless --format")
+    dec.add_argument("--key", help="name of the latent tensor in a file holding several")
+    dec.add_argument("--latent-space", choices=["raw", "normalized"], default="raw",
+                     help="raw: ComfyUI samplers (default); normalized: diffusers pipelines, kijai's wrapper")
+    dec.add_argument("--tiling", choices=TILING_MODES, default="auto", help="spatial tiles: auto (if needed), on, off")
+    dec.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="largest tile edge in pixels (default %(default)s)")
+    dec.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help="pixels shared by neighbouring tiles (default %(default)s)")
+    dec.add_argument("--frames-per-chunk", type=int, default=DEFAULT_FRAMES_PER_CHUNK, help="latent frames per decoder pass (default %(default)s)")
+    dec.add_argument("--precision", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on a GPU, fp32 on the CPU")
+    dec.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    dec.add_argument("--fps", type=float, default=16.0, help="frames per second (default 16; Wan 2.2 TI2V-5B: 24)")
+    dec.add_argument("--format", choices=list(FORMATS), help="video format (default: from the output's extension)")
+    dec.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="0-100, higher is better (default %(default)s)")
+    dec.add_argument("--bit-depth", type=int, choices=[8, 10], default=8, help="10 for 10-bit H.264/H.265/VP9/FFV1, 16-bit PNG")
+    dec.add_argument("--audio", help="audio (or video) file to mux in, cut or padded to the video's length")
+    dec.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    dec.set_defaults(run=cmd_decode)
+
+    info = commands.add_parser("info", parents=[common], help="what a file is: a Wan VAE (version, naming, dtype, size) or a latent")
+    info.add_argument("file")
+    info.add_argument("--key", help="name of the latent tensor in a file holding several")
+    info.set_defaults(run=cmd_info)
+
+    enc = commands.add_parser("encode", parents=[common], help="encode a video file into a ComfyUI .latent")
+    enc.add_argument("video")
+    enc.add_argument("--vae", required=True)
+    enc.add_argument("-o", "--output", required=True, help="the .latent file to write")
+    enc.add_argument("--trim", action="store_true", help="drop trailing frames to 1 + 4k and crop to the VAE's size multiple")
+    enc.add_argument("--frames-per-chunk", type=int, default=DEFAULT_FRAMES_PER_CHUNK)
+    enc.add_argument("--precision", choices=["auto", *DTYPES], default="auto", help="auto: fp32 (bf16 shifts encoder outputs)")
+    enc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    enc.add_argument("--overwrite", action="store_true")
+    enc.set_defaults(run=cmd_encode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    try:
+        return args.run(args)
+    except WanVAEError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no output was left behind", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the last resort: a plain line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"unexpected error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
