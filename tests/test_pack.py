@@ -53,9 +53,10 @@ def folders(pack, tmp_path):
     dirs = {k: tmp_path / k for k in ("vae", "input", "output")}
     for d in dirs.values():
         d.mkdir()
-    sd = reference_model("2.1").state_dict()
-    original = {diffusers_to_original(sd, CONFIGS["2.1"])[k]: v.contiguous() for k, v in sd.items()}
-    save_file({k: v.to(torch.bfloat16) for k, v in original.items()}, str(dirs["vae"] / "wan_2.1_vae.safetensors"))
+    for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
+        sd = reference_model(version).state_dict()
+        original = {diffusers_to_original(sd, CONFIGS[version])[k]: v.contiguous() for k, v in sd.items()}
+        save_file({k: v.to(torch.bfloat16) for k, v in original.items()}, str(dirs["vae"] / name))
     save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(dirs["vae"] / "sdxl_vae.safetensors"))
     saved = dict(pack.host.FALLBACK_DIRS)
     pack.host.FALLBACK_DIRS.update({k: str(v) for k, v in dirs.items()})
@@ -127,26 +128,32 @@ def classes(pack):
 
 def test_every_example_workflow_is_valid(pack, folders):
     files = sorted((PACK / "example_workflows").glob("*.json"))
-    assert files
+    hinted = set()
     for path in files:
         graph = json.loads(path.read_text())
         assert graph.get("version") == 0.4 and "nodes" in graph and "links" in graph, f"{path.name} is not UI format"
         check_ui_workflow(graph, classes(pack))
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
-        models = [m for n in graph["nodes"] for m in n.get("properties", {}).get("models", [])]
-        assert {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"} <= {m["name"] for m in models}
+        (loader,) = [n for n in graph["nodes"] if n["type"] == "LoadWanVAE"]
+        models = loader["properties"]["models"]
+        # Exactly the file this workflow loads: a hint for a file not used would show as a missing model.
+        assert [m["name"] for m in models] == [loader["widgets_values"][0]]
         assert all(m["directory"] == "vae" and m["url"].startswith("https://") for m in models)
+        hinted |= {m["name"] for m in models}
+    assert hinted == {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"}
 
 
-def test_the_api_example_runs_end_to_end_to_a_real_mp4(pack, folders):
-    write_latent_file(folders["input"] / "wan_t2v_00001_.latent", latents("2.1", (1, 3, 6, 10)))
-    workflow = json.loads((PACK / "tests" / "workflows" / "wan_latent_to_video.api.json").read_text())
-    ui_workflow = json.loads((PACK / "example_workflows" / "wan_latent_to_video.json").read_text())
+@pytest.mark.parametrize("stem,version", [("wan21_latent_to_video", "2.1"), ("wan22_5b_latent_to_video", "2.2")])
+def test_the_api_examples_run_end_to_end_to_a_real_mp4(pack, folders, stem, version):
+    workflow = json.loads((PACK / "tests" / "workflows" / f"{stem}.api.json").read_text())
+    ui_workflow = json.loads((PACK / "example_workflows" / f"{stem}.json").read_text())
+    write_latent_file(folders["input"] / workflow["1"]["inputs"]["latent"], latents(version, (1, 3, 6, 10)))
     results = run_api(workflow, classes(pack), extra_pnginfo={"workflow": ui_workflow})
     ui, (path,) = results["4"]
     assert Path(path) == folders["output"] / "WanVideo" / "wan_00001_.mp4"
     info = probe(path)
-    assert info["frames"] == 9 and (info["width"], info["height"]) == (80, 48)
+    scale = CONFIGS[version].spatial_scale
+    assert info["frames"] == 9 and (info["width"], info["height"]) == (10 * scale, 6 * scale)
     assert ui["images"] == [{"filename": "wan_00001_.mp4", "subfolder": "WanVideo", "type": "output"}] and ui["animated"] == (True,)
     assert ui["wan_video"][0]["frames"] == 9 and ui["wan_video"][0]["bytes"] == Path(path).stat().st_size
     assert mp4_metadata(path) == {"prompt": workflow, "workflow": ui_workflow}
@@ -165,7 +172,8 @@ def decode(pack, vae, z, **kw):
 
 
 def test_load_wan_vae_lists_files_and_picks_precision(pack, folders):
-    assert pack.NODE_CLASS_MAPPINGS["LoadWanVAE"].INPUT_TYPES()["required"]["vae_name"][0] == ["sdxl_vae.safetensors", "wan_2.1_vae.safetensors"]
+    assert pack.NODE_CLASS_MAPPINGS["LoadWanVAE"].INPUT_TYPES()["required"]["vae_name"][0] == [
+        "sdxl_vae.safetensors", "wan2.2_vae.safetensors", "wan_2.1_vae.safetensors"]  # fmt: skip
     vae = load(pack)
     assert vae.vae.version == "2.1" and vae.vae.dtype == torch.float32 and vae.device.type in ("cpu", "cuda")  # auto on CPU: fp32
     assert load(pack, precision="bf16", device="cpu").vae.dtype == torch.bfloat16

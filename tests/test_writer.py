@@ -62,8 +62,8 @@ def test_each_format_reads_back_with_its_codec_size_and_frame_count(tmp_path, na
     assert (info["codec"], info["width"], info["height"]) == (codec, 96, 64), info["raw"]
     assert info["pix_fmt"] == pix_fmt, info["raw"]  # animated WebP: ffmpeg reports its decoder's format
     assert info["frames"] == 9
-    if fmt.yuv:
-        assert "bt709" in info["color"] and "tv" in info["color"], info["color"]
+    if fmt.yuv:  # matrix, primaries and transfer all BT.709 ("bt709" alone), tv range; none "unknown"
+        assert info["color"].startswith("tv, bt709") and "unknown" not in info["color"], info["color"]
     if name == "h265-mp4":
         assert info["tag"] == "hvc1"  # Apple players refuse hev1
 

@@ -364,8 +364,11 @@ def _run_ffmpeg(source: _FrameSource, fmt: VideoFormat, rate: Fraction, quality:
         cmd += ["-f", "ffmetadata", "-i", str(work / "metadata.txt"), "-map_metadata", "1"]
     cmd += (["-map", "0:v"] if fmt.name != "gif" else []) + fmt.video_args(quality, bit_depth)
     if fmt.yuv:
-        cmd += ["-vf", "scale=out_color_matrix=bt709:out_range=tv", "-colorspace", "bt709",
-                "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]  # fmt: skip
+        # setparams tags the frames themselves: ffmpeg 9 takes primaries and transfer from the frames, and
+        # output options alone left them "unknown" (seen in a real ComfyUI run).
+        cmd += ["-vf", "scale=out_color_matrix=bt709:out_range=tv,"
+                "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv",
+                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]  # fmt: skip
     if fmt.tags == "mov" and not with_audio:
         cmd += ["-movflags", "+faststart+use_metadata_tags"]
     cmd += ["-f", fmt.muxer, str(video_out / "frame_%05d.png") if fmt.sequence else str(video_out)]

@@ -1,0 +1,150 @@
+"""Opt-in: the pack inside a real ComfyUI, driven through its HTTP API.
+
+    COMFYUI_PATH=/path/to/ComfyUI [COMFYUI_PYTHON=/path/to/its/python] python -m pytest tests/test_real_comfyui.py
+
+ComfyUI runs on the CPU with --base-directory pointing at a temporary folder (models/vae with random-weight
+VAEs, custom_nodes with this pack linked in, input, output, user), so the checkout itself is not touched.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from media import mp4_metadata, probe
+from reference import latents, reference_model
+from wan_vae.checkpoint import diffusers_to_original
+from wan_vae.config import CONFIGS
+from wan_vae.latents import write_latent_file
+
+COMFYUI = os.environ.get("COMFYUI_PATH")
+pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run against real ComfyUI")
+PACK = Path(__file__).resolve().parents[1]
+PACK_NAME = "ComfyUI-WanVAE"
+
+
+def _http(url, body=None, timeout=30):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy_base")
+    for sub in ("models/vae", "custom_nodes", "input", "output", "user"):
+        (base / sub).mkdir(parents=True)
+    (base / "custom_nodes" / PACK_NAME).symlink_to(PACK, target_is_directory=True)
+    for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
+        sd = reference_model(version).state_dict()
+        mapping = diffusers_to_original(sd, CONFIGS[version])
+        save_file({mapping[k]: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(base / "models" / "vae" / name))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(base / "comfyui.log", "w")
+    proc = subprocess.Popen(
+        [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+         "--base-directory", str(base), "--disable-auto-launch"],
+        cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="1"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, (base / "comfyui.log").read_text()[-3000:]
+            try:
+                if _http(f"{url}/object_info/ExportVideo", timeout=10)[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.time() < deadline, "ComfyUI did not start in 300 s"
+            time.sleep(0.5)
+        yield {"url": url, "base": base}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _run(comfy, workflow, ui_workflow=None, timeout=600):
+    body = {"prompt": workflow, "client_id": str(uuid.uuid4())}
+    if ui_workflow is not None:
+        body["extra_data"] = {"extra_pnginfo": {"workflow": ui_workflow}}
+    status, reply = _http(f"{comfy['url']}/prompt", body)
+    if status != 200:
+        return status, reply
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        _, history = _http(f"{comfy['url']}/history/{reply['prompt_id']}")
+        if history:
+            return 200, history[reply["prompt_id"]]
+        time.sleep(0.5)
+    raise AssertionError("the prompt did not finish")
+
+
+def test_comfyui_registers_the_pack_s_nodes(comfy):
+    _, info = _http(f"{comfy['url']}/object_info")
+    ours = {name: node for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
+    assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent"}
+    assert ours["ExportVideo"]["output_node"] and ours["WanDecodeLatents"]["category"] == "Wan VAE"
+    assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_vae.safetensors"]
+    log = (comfy["base"] / "comfyui.log").read_text()
+    assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if PACK_NAME in line)
+    _, extensions = _http(f"{comfy['url']}/extensions")
+    assert f"/extensions/{PACK_NAME}/export_video_preview.js" in extensions
+
+
+@pytest.mark.parametrize("stem,version", [("wan21_latent_to_video", "2.1"), ("wan22_5b_latent_to_video", "2.2")])
+def test_the_example_workflows_run_and_save_a_video_with_the_workflow(comfy, stem, version):
+    workflow = json.loads((PACK / "tests" / "workflows" / f"{stem}.api.json").read_text())
+    ui_workflow = json.loads((PACK / "example_workflows" / f"{stem}.json").read_text())
+    write_latent_file(comfy["base"] / "input" / workflow["1"]["inputs"]["latent"], latents(version, (1, 3, 6, 10)))
+    status, entry = _run(comfy, workflow, ui_workflow)
+    assert status == 200 and entry["status"]["status_str"] == "success", entry["status"]
+    saved = entry["outputs"]["4"]["wan_video"][0]
+    path = comfy["base"] / "output" / saved["subfolder"] / saved["filename"]
+    assert probe(path)["frames"] == 9 and saved["frames"] == 9
+    assert entry["outputs"]["4"]["images"][0]["filename"] == saved["filename"]
+    embedded = mp4_metadata(path)
+    assert embedded["workflow"] == ui_workflow
+    # ComfyUI hands the node its own copy of the prompt (with e.g. an is_changed hash added to LoadLatent).
+    assert {nid: (n["class_type"], n["inputs"]) for nid, n in embedded["prompt"].items()} == {
+        nid: (n["class_type"], n["inputs"]) for nid, n in workflow.items()}  # fmt: skip
+
+
+def test_bad_widget_values_are_refused_by_comfyui_validation(comfy):
+    workflow = json.loads((PACK / "tests" / "workflows" / "wan21_latent_to_video.api.json").read_text())
+    workflow["3"]["inputs"]["tile_size"] = 10
+    workflow["4"]["inputs"]["format"] = "avi"
+    status, reply = _run(comfy, workflow)
+    assert status == 400
+    errors = {(nid, e["type"]) for nid, node in reply["node_errors"].items() for e in node["errors"]}
+    assert {("3", "value_smaller_than_min"), ("4", "value_not_in_list")} <= errors
+
+
+def test_a_latent_for_the_other_vae_fails_with_the_library_message(comfy):
+    workflow = json.loads((PACK / "tests" / "workflows" / "wan21_latent_to_video.api.json").read_text())
+    write_latent_file(comfy["base"] / "input" / "wrong.latent", latents("2.2", (1, 2, 6, 10)))
+    workflow["1"]["inputs"]["latent"] = "wrong.latent"
+    status, entry = _run(comfy, workflow)
+    assert entry["status"]["status_str"] == "error"
+    messages = json.dumps(entry["status"]["messages"])
+    assert "Wan 2.2 TI2V-5B latents need the Wan 2.2 VAE" in messages
