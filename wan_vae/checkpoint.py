@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .config import CONFIGS, MODELS_BY_LATENT_CHANNELS, WanVAEConfig
+from .config import CONFIGS, WanVAEConfig
 from .errors import CheckpointError
 
 STRIPPABLE_PREFIXES = ("vae.", "model.")

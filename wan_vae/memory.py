@@ -19,8 +19,11 @@ workspaces (oneDNN's conv scratch measured ~73 MB at 240x416; cuDNN's varies).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import sys
 
 import torch
 
@@ -86,3 +89,25 @@ def pick_tile_size(vae, h: int, w: int, frames_per_chunk: int, budget: int, stre
     log.warning("tiling=auto: even %d px tiles need about %.1f GiB (budget %.1f GiB); decoding with them anyway",
                 MIN_TILE_CELLS * s, need / 2**30, budget / 2**30)  # fmt: skip
     return MIN_TILE_CELLS * s
+
+
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand memory that is already free back to the OS (glibc keeps freed blocks under 32 MB in its heap).
+
+    Measured on the CPU decode of 5 frames at 240x416: 150-350 MB of peak RSS was such retained free
+    memory. Nothing live is touched; elsewhere than glibc this does nothing.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -19,10 +19,7 @@ which makes the per-frame 2-D views free.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
-import sys
 from collections.abc import Iterator
 
 import torch
@@ -30,30 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import WanVAEConfig
+from .memory import release_free_memory
 
 CACHE_T = 2  # history frames a 3x3x3 causal conv needs
-
-
-def _malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand memory that is already free back to the OS (glibc keeps freed blocks under 32 MB in its heap).
-
-    Measured on the CPU decode of 5 frames at 240x416: 150-350 MB of peak RSS was such retained free
-    memory. Nothing live is touched; elsewhere than glibc this does nothing.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class Workspace:

@@ -124,11 +124,13 @@ def seam_score(frames: torch.Tensor, tiles: list[Tile], scale: int, band: int = 
         steps = (x.narrow(axis, 1, size - 1) - x.narrow(axis, 0, size - 1)).abs()
         steps = steps.mean(dim=[d for d in range(4) if d != axis])  # steps[i]: between pixels i and i + 1
 
-        def around(edges):
-            return sorted({i for e in edges for i in range(e - 1 - band, e + band) if 0 <= i < size - 1})
-
         cells = [c for c in range(scale, size, scale) if min(abs(c - b) for b in borders) >= margin]
         if not cells:
             continue
-        scores.append((steps[around(borders)].mean() / steps[around(cells)].mean()).item())
+        scores.append((steps[_steps_around(borders, band, size)].mean() / steps[_steps_around(cells, band, size)].mean()).item())
     return max(scores) if scores else float("nan")
+
+
+def _steps_around(edges, band: int, size: int) -> list[int]:
+    """Indices of the pixel steps within `band` of each edge (step i lies between pixels i and i + 1)."""
+    return sorted({i for e in edges for i in range(e - 1 - band, e + band) if 0 <= i < size - 1})

@@ -11,7 +11,6 @@ each decoded piece into a preallocated output in the caller's layout:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -131,8 +130,9 @@ class WanVAE:
         tiling: "off", "on" (tiles of `tile_size` px overlapping by `tile_overlap` px), or "auto"
             (the largest tile whose estimated peak fits `memory_budget` bytes, by default the device's
             free memory; no tiling if the whole frame fits).
-        frames_per_chunk: latent frames per decoder pass, and the most frames any stage holds at once;
-            any value gives the same numbers. Larger is faster on big devices, smaller uses less memory.
+        frames_per_chunk: latent frames per decoder pass; after each stage, pieces of at most this many
+            frames go on (the last chunk runs whole: it leaves no history behind). Any value gives the
+            same numbers; larger is faster on big devices, smaller uses less memory.
         progress(done, total): called after every decoded chunk of every tile.
         cancel(): checked before every chunk; returning True raises DecodeCancelled.
 
@@ -236,11 +236,12 @@ class WanVAE:
             tile, overlap = tile_cells(tile_size, tile_overlap, scale)
         else:
             tile, overlap = None, 0
-        z = z.to(device=self.device, dtype=self.dtype)
-        if normalized:
+        if normalized:  # mapped back at (at least) fp32, then cast once
+            z = z.to(device=self.device, dtype=torch.promote_types(z.dtype, torch.float32))
             mean = self.latents_mean.to(z).view(1, -1, 1, 1, 1)
             inv_std = (1.0 / self.latents_std).to(z).view(1, -1, 1, 1, 1)
             z = z / inv_std + mean  # the reference divides by the reciprocal (section 1.3)
+        z = z.to(device=self.device, dtype=self.dtype)
         chunks = [(0, 1)] + [(s, min(s + frames_per_chunk, t)) for s in range(1, t, frames_per_chunk)]
         tiles = plan_tiles(h, w, tile, overlap, scale)
         return DecodePlan(z, tiles, chunks, frames_per_chunk, _frame_range(0, t)[1], h * scale, w * scale)
@@ -401,6 +402,7 @@ class _Canvas:
         """piece: [1, 3, n, h, w] in [-1, 1] (unclamped), frames from `frame` on, at `tile`'s place."""
         n, (h, w) = piece.shape[2], piece.shape[-2:]
         f, y, x = frame - self.first_frame, tile.y0 * self.scale, tile.x0 * self.scale
+        piece = piece.to(self.out.dtype)  # map and blend in the output's precision, still on the decode device
         if self.layout == "video":
             region = self.out[:, :, f : f + n, y : y + h, x : x + w]
             weight = tile.weight
