@@ -76,9 +76,8 @@ def test_the_pack_registers_its_nodes_and_web_folder_and_ignores_the_decoy(pack)
     assert "nodes" not in sys.modules or not getattr(sys.modules["nodes"], "IMPORTED", False)
 
 
-def test_the_web_folder_is_registered_once():
-    pyproject = (PACK / "pyproject.toml").read_text()
-    assert "web =" not in pyproject.split("[tool.comfy]")[-1]  # WEB_DIRECTORY only: both would serve the JS twice
+def test_the_web_extension_uses_current_front_end_apis_only():
+    # (That pyproject.toml names no web folder beside WEB_DIRECTORY is checked in test_packaging.py.)
     js = (PACK / "web" / "export_video_preview.js").read_text()
     assert "scripts/ui.js" not in js and "../../scripts/app.js" in js
 
