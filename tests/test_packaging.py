@@ -58,3 +58,44 @@ def test_the_readme_documents_every_node_input_and_format():
 
     for fmt in FORMATS:
         assert f"`{fmt}`" in readme
+
+
+def run_script(*args, timeout=300):
+    import subprocess
+
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def test_the_readme_tiling_table_is_what_memory_table_prints():
+    printed = run_script("benchmarks/memory_table.py").stdout.strip().splitlines()
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index(printed[0])
+    assert readme[start : start + len(printed)] == printed
+
+
+@pytest.mark.parametrize("script", ["benchmarks/decode_benchmark.py", "benchmarks/parity_report.py"])
+def test_benchmark_scripts_start(script):
+    res = run_script(script, "--help")
+    assert res.returncode == 0 and "usage" in res.stdout
+
+
+def test_the_readme_library_example_runs(tmp_path, monkeypatch):
+    """The README's Python snippet, as written (on the CPU when there is no GPU)."""
+    import torch
+
+    from reference import latents, reference_model
+    from wan_vae.checkpoint import diffusers_to_original
+    from wan_vae.config import CONFIGS
+    from safetensors.torch import save_file
+
+    sd = reference_model("2.1").state_dict()
+    mapping = diffusers_to_original(sd, CONFIGS["2.1"])
+    save_file({mapping[k]: v.contiguous() for k, v in sd.items()}, str(tmp_path / "wan_2.1_vae.safetensors"))
+    code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    if not torch.cuda.is_available():
+        code = code.replace('device="cuda"', 'device="cpu"')
+    monkeypatch.chdir(tmp_path)
+    scope = {"latents": latents("2.1", (1, 2, 6, 10))}
+    exec(code, scope)
+    assert scope["video"].shape == (1, 3, 5, 48, 80)
+    assert (tmp_path / "out.mp4").stat().st_size > 0
