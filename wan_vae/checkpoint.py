@@ -140,6 +140,16 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
         return _read_diffusers_folder(path), str(path)
     if not path.is_file():
         raise CheckpointError(f"No VAE file at '{path}'. Check the path (models go in ComfyUI/models/vae).")
+    return read_tensor_file(path), str(path)
+
+
+def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors in a .safetensors or PyTorch file, told apart by content, never by extension.
+
+    PyTorch files load with weights_only=True: a file that would run code is refused. A training
+    checkpoint's "state_dict" entry is unwrapped; a bare tensor comes back as {"tensor": t}.
+    Empty, truncated or corrupt files raise CheckpointError saying so.
+    """
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"'{path}' is empty (0 bytes). The download was probably interrupted: download it again.")
@@ -147,8 +157,8 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
         magic = f.read(9)
     # safetensors: 8-byte header length, then the JSON header; torch: a zip archive or a legacy pickle.
     if magic[8:9] != b"{" and (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
-        return _read_torch(path), str(path)
-    return _read_safetensors(path, size), str(path)
+        return _read_torch(path)
+    return _read_safetensors(path, size)
 
 
 def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
@@ -172,17 +182,19 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"Refused to load '{path}': it holds Python objects other than plain tensors, and loading them "
             f"could run code (torch.load with weights_only=True said: {first_line}). "
-            "Use a .safetensors copy of this VAE instead."
+            "Use a .safetensors copy instead."
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
             f"'{path}' is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
             "It is probably truncated or corrupt: download it again."
         ) from None
+    if isinstance(obj, torch.Tensor):
+        return {"tensor": obj}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict of tensors.")
+        raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not tensors.")
     return dict(obj)
 
 

@@ -102,7 +102,7 @@ def cmd_info(args) -> int:
             print(f"{path.name}: {info.describe()}")
             return 0
         except CheckpointError as not_a_vae:
-            if "not a Wan VAE" not in str(not_a_vae) and "not a state dict" not in str(not_a_vae):
+            if "not a Wan VAE" not in str(not_a_vae):
                 raise
     try:
         latent = read_latent_file(path, args.key)

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from .checkpoint import read_tensor_file
 from .config import MODELS_BY_LATENT_CHANNELS
-from .errors import LatentError
+from .errors import CheckpointError, LatentError
 
 COMFY_KEY = "latent_tensor"
 COMFY_MARKER = "latent_format_version_0"
 LEGACY_SCALE = 1.0 / 0.18215
 LATENT_EXTENSIONS = (".latent", ".safetensors", ".sft", ".pt", ".pth", ".bin")
 # Names pipelines and scripts give a latent tensor, tried in this order.
-COMMON_KEYS = (COMFY_KEY, "samples", "latents", "latent", "z")
+COMMON_KEYS = (COMFY_KEY, "samples", "latents", "latent", "z", "tensor")
 
 
 def read_latent_file(path, key: str | None = None) -> torch.Tensor:
@@ -51,30 +50,11 @@ def read_latent_file(path, key: str | None = None) -> torch.Tensor:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[8:9] == b"{" or path.suffix in (".latent", ".safetensors", ".sft"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise LatentError(f"'{path}' is not a readable safetensors/.latent file: {e}.") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise LatentError(
-            f"Refused to load '{path}': it holds Python objects other than tensors and loading them could run code "
-            f"({str(e).strip().splitlines()[0] if str(e).strip() else 'weights_only'}). Save plain tensors, or use .safetensors."
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise LatentError(f"'{path}' is not a readable latent file ({type(e).__name__}: {str(e)[:200]}).") from None
-    if isinstance(obj, torch.Tensor):
-        return {"latent": obj}
-    if isinstance(obj, Mapping):
-        return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    raise LatentError(f"'{path}' holds a {type(obj).__name__}, not a tensor.")
+        tensors = read_tensor_file(path)
+    except CheckpointError as e:
+        raise LatentError(str(e)) from None
+    return {str(k): v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
 
 
 def write_latent_file(path, latent: torch.Tensor, metadata: Mapping[str, object] | None = None) -> Path:

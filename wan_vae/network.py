@@ -19,7 +19,6 @@ which makes the per-frame 2-D views free.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -91,9 +90,6 @@ class StreamState:
     def mark(self, layer: nn.Module) -> None:
         """Remember that a first-chunk rule of `layer` has been applied."""
         self._memory[layer] = _STARTED
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._memory.values())
 
 
 _STARTED = torch.empty(0, 0, 0, 0, 0)  # a history of no frames
@@ -543,7 +539,3 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     b, cpp, f, h, w = x.shape
     x = x.reshape(b, cpp // (p * p), p, p, f, h, w).permute(0, 1, 4, 5, 3, 6, 2)
     return x.reshape(b, cpp // (p * p), f, h * p, w * p)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())

@@ -102,6 +102,14 @@ class WanVAE:
     def __repr__(self) -> str:
         return f"WanVAE(version={self.version!r}, dtype={self.dtype}, device={self.device})"
 
+    def _normalization(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents_mean and 1 / latents_std as [1, C, 1, 1, 1] in like's dtype and device.
+
+        Normalized latents are (raw - mean) * inv_std; the reference keeps the reciprocal (section 1.3).
+        """
+        view = (1, -1, 1, 1, 1)
+        return self.latents_mean.to(like).view(view), (1.0 / self.latents_std).to(like).view(view)
+
     # ----------------------------------------------------------------------------- decode
 
     @torch.inference_mode()
@@ -219,8 +227,7 @@ class WanVAE:
 
     def _plan(self, latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming) -> DecodePlan:
         z = self._check_latents(latents)
-        if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
-            raise SettingsError(f"frames_per_chunk must be a whole number of latent frames >= 1, got {frames_per_chunk!r}.")
+        _check_frames_per_chunk(frames_per_chunk)
         if tiling not in TILING_MODES:
             raise SettingsError(f"tiling must be one of {', '.join(TILING_MODES)}; got {tiling!r}.")
         scale = self.spatial_scale
@@ -238,8 +245,7 @@ class WanVAE:
             tile, overlap = None, 0
         if normalized:  # mapped back at (at least) fp32, then cast once
             z = z.to(device=self.device, dtype=torch.promote_types(z.dtype, torch.float32))
-            mean = self.latents_mean.to(z).view(1, -1, 1, 1, 1)
-            inv_std = (1.0 / self.latents_std).to(z).view(1, -1, 1, 1, 1)
+            mean, inv_std = self._normalization(z)
             z = z / inv_std + mean  # the reference divides by the reciprocal (section 1.3)
         z = z.to(device=self.device, dtype=self.dtype)
         chunks = [(0, 1)] + [(s, min(s + frames_per_chunk, t)) for s in range(1, t, frames_per_chunk)]
@@ -290,8 +296,7 @@ class WanVAE:
         `frames_per_chunk` is in latent frames (4 video frames each) after the first frame.
         """
         x = self._check_video(video)
-        if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
-            raise SettingsError(f"frames_per_chunk must be a whole number of latent frames >= 1, got {frames_per_chunk!r}.")
+        _check_frames_per_chunk(frames_per_chunk)
         b, _, f, h, w = x.shape
         t = 1 + (f - 1) // 4
         step = 4 * frames_per_chunk
@@ -313,8 +318,7 @@ class WanVAE:
                 out[i : i + 1, :, t0 : t0 + mu.shape[2]] = mu
                 tracker.advance(mu.shape[2])
         if normalized:
-            mean = self.latents_mean.to(out).view(1, -1, 1, 1, 1)
-            inv_std = (1.0 / self.latents_std).to(out).view(1, -1, 1, 1, 1)
+            mean, inv_std = self._normalization(out)
             out = (out - mean) * inv_std
         return out
 
@@ -351,6 +355,11 @@ class WanVAE:
                 "Map [0, 1] images with x * 2 - 1 (and 0-255 with x / 127.5 - 1)."
             )
         return x
+
+
+def _check_frames_per_chunk(frames_per_chunk) -> None:
+    if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
+        raise SettingsError(f"frames_per_chunk must be a whole number of latent frames >= 1, got {frames_per_chunk!r}.")
 
 
 def check_channels(channels: int, vae: WanVAE) -> None:
