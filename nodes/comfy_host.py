@@ -129,7 +129,9 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
     if IN_COMFYUI:
         return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
-    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    from ..wan_vae.vae import default_dtype
+
+    return default_dtype(device)
 
 
 def make_room(device: torch.device, needed_bytes: int) -> int:

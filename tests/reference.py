@@ -41,6 +41,23 @@ def reference_model(version: str, real: bool = False, seed: int = 0):
     return model
 
 
+def original_state_dict(version: str, real: bool = False) -> dict[str, torch.Tensor]:
+    """The reference model's weights under the original Wan / ComfyUI names."""
+    from wan_vae.checkpoint import diffusers_to_original
+
+    sd = reference_model(version, real).state_dict()
+    mapping = diffusers_to_original(sd, CONFIGS[version])
+    return {mapping[k]: v for k, v in sd.items()}
+
+
+def write_vae_file(path, version: str, dtype: torch.dtype = torch.bfloat16, real: bool = False):
+    """A .safetensors VAE file as ComfyUI's repackaged ones are: original names, half precision by default."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.to(dtype).contiguous() for k, v in original_state_dict(version, real).items()}, str(path))
+    return path
+
+
 def meta_reference(version: str):
     """The real-size diffusers model on the meta device: names and shapes without memory."""
     from diffusers import AutoencoderKLWan

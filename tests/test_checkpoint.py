@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from reference import latents, meta_reference, reference_decode, reference_model, rel_l2
+from reference import latents, meta_reference, original_state_dict, reference_decode, reference_model, rel_l2
 from wan_vae import CheckpointError, load_vae
 from wan_vae.checkpoint import diffusers_to_original, original_to_diffusers, prepare_state_dict
 from wan_vae.config import CONFIGS
@@ -65,11 +65,6 @@ def test_known_original_keys_have_the_documented_shapes():
 # ------------------------------------------------------------------------------------------- file forms
 
 
-def _original_names(version, sd):
-    mapping = diffusers_to_original(sd, CONFIGS[version])
-    return {mapping[k]: v for k, v in sd.items()}
-
-
 def _write(path, sd, kind):
     sd = {k: v.contiguous() for k, v in sd.items()}
     if kind == "safetensors":
@@ -102,7 +97,7 @@ def test_every_file_form_loads_the_same_weights(tmp_path, version, form):
     _, filename, naming, prefix, dtype, container = form
     ref = reference_model(version)
     sd = ref.state_dict()
-    named = _original_names(version, sd) if naming == "original" else sd
+    named = original_state_dict(version) if naming == "original" else sd
     stored = {prefix + k: v.to(dtype) for k, v in named.items()}
     path = _write(tmp_path / filename, stored, container)
 
@@ -141,7 +136,7 @@ def test_diffusers_folder_and_pipeline_folder_load(tmp_path):
 
 
 def test_training_checkpoint_with_a_state_dict_entry_loads(tmp_path):
-    sd = _original_names("2.1", reference_model("2.1").state_dict())
+    sd = original_state_dict("2.1")
     torch.save({"state_dict": sd}, tmp_path / "vae.ckpt")
     assert load_vae(tmp_path / "vae.ckpt").version == "2.1"
 
@@ -199,7 +194,7 @@ def test_a_missing_file_says_where_models_go(tmp_path):
 
 
 def test_truncated_and_corrupt_safetensors_give_a_clear_error(tmp_path):
-    good = _write(tmp_path / "good.safetensors", _original_names("2.1", reference_model("2.1").state_dict()), "safetensors")
+    good = _write(tmp_path / "good.safetensors", original_state_dict("2.1"), "safetensors")
     data = good.read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     message = _load_error(tmp_path / "truncated.safetensors")
@@ -233,7 +228,7 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
 
 
 def test_missing_unexpected_and_wrong_shape_tensors_are_listed():
-    sd = _original_names("2.1", reference_model("2.1").state_dict())
+    sd = original_state_dict("2.1")
     sd.pop("decoder.upsamples.5.residual.2.bias")
     sd["decoder.extra.weight"] = torch.zeros(3)
     sd["decoder.middle.1.proj.weight"] = torch.zeros(7, 7, 1, 1)
@@ -244,7 +239,7 @@ def test_missing_unexpected_and_wrong_shape_tensors_are_listed():
 
 
 def test_latent_width_and_layout_must_agree():
-    sd = _original_names("2.1", reference_model("2.1").state_dict())
+    sd = original_state_dict("2.1")
     sd["decoder.conv1.weight"] = torch.zeros(64, 48, 3, 3, 3)  # 48 latent channels in a 2.1 layout
     assert "Inconsistent checkpoint" in _load_error(sd)
     sd["decoder.conv1.weight"] = torch.zeros(64, 32, 3, 3, 3)

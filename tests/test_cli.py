@@ -11,10 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from media import FFMPEG, probe, read_frames
-from reference import latents, reference_model
+from reference import latents, write_vae_file
 from wan_vae import cli
-from wan_vae.checkpoint import diffusers_to_original
-from wan_vae.config import CONFIGS
 from wan_vae.latents import read_latent_file, write_latent_file
 from wan_vae.writer import write_video
 
@@ -30,9 +28,7 @@ def run(*args, cwd=None):
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
-        sd = reference_model(version).state_dict()
-        mapping = diffusers_to_original(sd, CONFIGS[version])
-        save_file({mapping[k]: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(d / name))
+        write_vae_file(d / name, version)
     z = latents("2.1", (1, 3, 6, 10))
     write_latent_file(d / "clip.latent", z)
     return {"dir": d, "vae": d / "wan_2.1_vae.safetensors", "vae22": d / "wan2.2_vae.safetensors", "latent": d / "clip.latent", "z": z}

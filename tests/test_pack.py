@@ -12,8 +12,7 @@ from safetensors.torch import save_file
 
 from comfy_graph import LoadLatentLikeComfyUI, check_ui_workflow, inputs_of, is_widget, run_api
 from media import mp4_metadata, probe
-from reference import latents, reference_model
-from wan_vae.checkpoint import diffusers_to_original
+from reference import latents, write_vae_file
 from wan_vae.config import CONFIGS
 from wan_vae.latents import write_latent_file
 
@@ -54,9 +53,7 @@ def folders(pack, tmp_path):
     for d in dirs.values():
         d.mkdir()
     for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
-        sd = reference_model(version).state_dict()
-        original = {diffusers_to_original(sd, CONFIGS[version])[k]: v.contiguous() for k, v in sd.items()}
-        save_file({k: v.to(torch.bfloat16) for k, v in original.items()}, str(dirs["vae"] / name))
+        write_vae_file(dirs["vae"] / name, version)
     save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(dirs["vae"] / "sdxl_vae.safetensors"))
     saved = dict(pack.host.FALLBACK_DIRS)
     pack.host.FALLBACK_DIRS.update({k: str(v) for k, v in dirs.items()})

@@ -83,14 +83,9 @@ def test_the_readme_library_example_runs(tmp_path, monkeypatch):
     """The README's Python snippet, as written (on the CPU when there is no GPU)."""
     import torch
 
-    from reference import latents, reference_model
-    from wan_vae.checkpoint import diffusers_to_original
-    from wan_vae.config import CONFIGS
-    from safetensors.torch import save_file
+    from reference import latents, write_vae_file
 
-    sd = reference_model("2.1").state_dict()
-    mapping = diffusers_to_original(sd, CONFIGS["2.1"])
-    save_file({mapping[k]: v.contiguous() for k, v in sd.items()}, str(tmp_path / "wan_2.1_vae.safetensors"))
+    write_vae_file(tmp_path / "wan_2.1_vae.safetensors", "2.1", dtype=torch.float32)
     code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
     if not torch.cuda.is_available():
         code = code.replace('device="cuda"', 'device="cpu"')

@@ -18,13 +18,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from media import mp4_metadata, probe
-from reference import latents, reference_model
-from wan_vae.checkpoint import diffusers_to_original
-from wan_vae.config import CONFIGS
+from reference import latents, write_vae_file
 from wan_vae.latents import write_latent_file
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
@@ -50,9 +46,7 @@ def comfy(tmp_path_factory):
         (base / sub).mkdir(parents=True)
     (base / "custom_nodes" / PACK_NAME).symlink_to(PACK, target_is_directory=True)
     for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
-        sd = reference_model(version).state_dict()
-        mapping = diffusers_to_original(sd, CONFIGS[version])
-        save_file({mapping[k]: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(base / "models" / "vae" / name))
+        write_vae_file(base / "models" / "vae" / name, version)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -17,7 +17,7 @@ import torch
 
 from .errors import CheckpointError, LatentError, WanVAEError
 from .latents import describe_latent, read_latent_file, write_latent_file
-from .vae import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, load_vae
+from .vae import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, default_dtype, load_vae
 from .writer import DEFAULT_QUALITY, FORMATS, read_audio_file, write_video
 
 EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
@@ -34,9 +34,7 @@ def _device(choice: str) -> torch.device:
 
 
 def _dtype(choice: str, device: torch.device) -> torch.dtype:
-    if choice == "auto":  # bf16 decodes near-losslessly on GPUs; fp32 is the reference and the fast CPU path
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return DTYPES[choice]
+    return default_dtype(device) if choice == "auto" else DTYPES[choice]
 
 
 class _Progress:

@@ -110,6 +110,11 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float -> uint8, rounding half up (what video tools do: clip(x * 255 + 0.5))."""
+    return frames.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
 def frame_rate(fps: float) -> Fraction:
     """fps as an exact rational: NTSC rates typed as decimals (23.976, 29.97, 59.94) mean n*1000/1001."""
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not 0 < fps <= MAX_FPS:
@@ -131,7 +136,6 @@ class _FrameSource:
         self.even = even_size
         self.count = 0
         self.size: tuple[int, int] | None = None  # (height, width) of the first chunk
-        self.dtype: str | None = None
         self._chunks = self._iter_chunks(frames)
         self._first = next(self._chunks, None)
         if self._first is None:
@@ -168,7 +172,7 @@ class _FrameSource:
                 "Channels-first tensors need .permute(0, 2, 3, 1)."
             )
         if self.size is None:
-            self.size, self.dtype = tuple(x.shape[1:3]), str(x.dtype)
+            self.size = tuple(x.shape[1:3])
             if channels == 1:
                 log.info("write_video: grey frames are written as RGB")
             elif channels == 4:
@@ -201,8 +205,7 @@ class _FrameSource:
             x = x.to(torch.int32) * 257 if x.dtype == torch.uint8 else x.float().mul(65535).add_(0.5).clamp_(0, 65535)
             x = x.to(torch.int32).numpy().astype("<u2")
         else:
-            x = x if x.dtype == torch.uint8 else x.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-            x = x.numpy()
+            x = (x if x.dtype == torch.uint8 else to_uint8(x)).numpy()
         if self.even:
             x = np.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)), mode="edge")
         return np.ascontiguousarray(x).tobytes()
