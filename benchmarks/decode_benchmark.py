@@ -168,18 +168,21 @@ def main() -> None:
     seams = []
     if not args.quick:
         tiled = {"tiling": "on"}  # default 512 px tiles, 64 px overlap
-        t1, t3, t5 = (measure(f"ours fp32, tiled 512/64, {t} latent frames", "ours", "2.1", [1, 16, t, 60, 104], **tiled)
-                      for t in (1, 3, 5))  # fmt: skip
+        t1, t3, t5, t11 = (measure(f"ours fp32, tiled 512/64, {t} latent frames", "ours", "2.1", [1, 16, t, 60, 104], **tiled)
+                           for t in (1, 3, 5, 11))  # fmt: skip
         u3 = measure("ours fp32, untiled, 3 latent frames", "ours", "2.1", [1, 16, 3, 60, 104])
         ratios.append(
             f"480x832 tiled peak RSS: {t1['peak_rss_mb']:.0f} MB (1 latent frame: no causal history yet), "
-            f"{t3['peak_rss_mb']:.0f} MB (3), {t5['peak_rss_mb']:.0f} MB (5): flat once the history is full; "
+            f"{t3['peak_rss_mb']:.0f} MB (3), {t5['peak_rss_mb']:.0f} MB (5), {t11['peak_rss_mb']:.0f} MB (11): flat once the history is full; "
             f"untiled {u3['peak_rss_mb']:.0f} MB; tiled/untiled time {t3['seconds'] / u3['seconds']:.2f}x (target <= 1.2)"
         )
         r22 = measure("diffusers fp32, Wan 2.2, untiled", "diffusers", "2.2", [1, 48, 2, 15, 26])
         o22 = measure("ours fp32, Wan 2.2, untiled", "ours", "2.2", [1, 48, 2, 15, 26])
+        h22 = measure("ours bf16, Wan 2.2, untiled", "ours", "2.2", [1, 48, 2, 15, 26], dtype="bf16")
         ratios.append(f"Wan 2.2 5f 240x416: ours/diffusers time {o22['seconds'] / r22['seconds']:.2f}x, "
-                      f"peak RSS {o22['peak_rss_mb'] / r22['peak_rss_mb']:.2f}x, rel L2 {rel_l2(o22['save'], r22['save']):.1e}")  # fmt: skip
+                      f"peak RSS {o22['peak_rss_mb'] / r22['peak_rss_mb']:.2f}x, rel L2 {rel_l2(o22['save'], r22['save']):.1e}; "
+                      f"bf16 {r22['seconds'] / h22['seconds']:.2f}x faster than diffusers fp32, rel L2 vs ours fp32 "
+                      f"{rel_l2(h22['save'], o22['save']):.1e}")  # fmt: skip
         seams = seam_table(measure, workdir)
 
     print("\n| case | frames | time s | peak RSS MB | GFLOP/s (ref count) |" + (" peak VRAM GB |" if args.device == "cuda" else ""))

@@ -4,7 +4,8 @@
 
 The coefficients are peak live tensor bytes measured on the CPU (see memory.py); GPU figures add the
 CUDA allocator's and cuDNN's overheads, which the safety factor is meant to cover but which were not
-measured here. Weights of the whole VAE are included.
+measured here. Weights of the whole VAE are included, as loaded from a file in the row's precision
+(ComfyUI's repackaged files are bf16).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wan_vae.config import CONFIGS  # noqa: E402
 from wan_vae.memory import estimate_peak_bytes  # noqa: E402
-from wan_vae.network import WanVAEModel  # noqa: E402
+from wan_vae.network import WanVAEModel, set_precision  # noqa: E402
 
 
 def stub(version: str, dtype: torch.dtype):
     with torch.device("meta"):
-        model = WanVAEModel(CONFIGS[version]).to(dtype)
+        model = WanVAEModel(CONFIGS[version]).to(dtype)  # weights as stored in a file of that dtype
+    set_precision(model, dtype)
     return SimpleNamespace(version=version, dtype=dtype, model=model)
 
 

@@ -3,18 +3,24 @@
 A decode holds, besides the weights:
   - the causal history: two frames of every causal conv's input, proportional to the decoded area;
   - transients of the piece being decoded, proportional to the area times the frames in flight.
-Both were measured as peak live tensor bytes (torch profiler memory events, steady state of a long
-video, fp32, CPU) per output pixel, and are linear in area (12,845 vs 12,857 B/px at 240x416 and
-160x288 for Wan 2.1):
+Both were measured as peak live tensor bytes (torch profiler memory events) per output pixel, on the
+CPU, decoding 5 latent frames (17 frames) at 240x416 with the real-size networks; they are linear in
+area (12,845 vs 12,857 B/px at 240x416 and 160x288 for Wan 2.1 fp32, an earlier measurement):
 
-    version  frames_per_chunk  peak live   history       ->  transient = a + b * frames_per_chunk
-    2.1      1                 12,845 B/px  8,714 B/px        a = 556,   b = 3,580
-    2.1      2                 16,430 B/px  8,714 B/px
-    2.2      1                 15,054 B/px  6,650 B/px        a = 1,432, b = 6,972
-    2.2      2                 22,026 B/px  6,650 B/px
+    version  precision  frames_per_chunk  peak live    history      transient = peak - history
+    2.1      fp32       1                 11,751 B/px  8,714 B/px   3,037
+    2.1      fp32       2                 16,430 B/px  8,714 B/px   7,716
+    2.1      bf16       1                  7,470 B/px  5,258 B/px   2,212
+    2.1      bf16       2                 11,316 B/px  5,258 B/px   6,058
+    2.2      fp32       1                 13,305 B/px  6,650 B/px   6,655
+    2.2      fp32       2                 22,026 B/px  6,650 B/px  15,376
+    2.2      bf16       1                 10,259 B/px  3,962 B/px   6,297
+    2.2      bf16       2                 18,212 B/px  3,962 B/px  14,250
 
-Half-precision decodes hold half of it. A safety factor covers allocator slack and backend
-workspaces (oneDNN's conv scratch measured ~73 MB at 240x416; cuDNN's varies).
+Half precision does not halve it: only the heavy convs run in half precision (network.set_precision),
+and their fp32 sums and norm scratch sit beside half-size buffers. fp16 is taken to be bf16. Longer
+chunks are extrapolated linearly from the two measured ones. A safety factor covers allocator slack
+and backend workspaces (oneDNN's conv scratch measured ~73 MB at 240x416; cuDNN's varies).
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ from .tiling import MIN_TILE_CELLS
 
 log = logging.getLogger("wan_vae")
 
-# bytes per output pixel in fp32: history, and transient = a + b * frames_per_chunk
-HISTORY_BYTES_PER_PIXEL = {"2.1": 8714, "2.2": 6650}
-TRANSIENT_BYTES_PER_PIXEL = {"2.1": (556, 3580), "2.2": (1432, 6972)}
+# bytes per output pixel by (version, half precision): history, and transient at 1 and 2 frames_per_chunk
+HISTORY_BYTES_PER_PIXEL = {("2.1", False): 8714, ("2.1", True): 5258, ("2.2", False): 6650, ("2.2", True): 3962}
+TRANSIENT_BYTES_PER_PIXEL = {
+    ("2.1", False): (3037, 7716), ("2.1", True): (2212, 6058),
+    ("2.2", False): (6655, 15376), ("2.2", True): (6297, 14250),
+}  # fmt: skip
 SAFETY = 1.25
 FIXED_OVERHEAD = 256 * 2**20
 
@@ -64,14 +73,14 @@ def estimate_peak_bytes(vae, height_px: int, width_px: int, frames_per_chunk: in
     `tile_px` is the tile edge (None: untiled). When streaming with tiles, every tile's history is
     held at once (time runs outermost), so the history covers the whole frame.
     """
-    scale = torch.finfo(vae.dtype).bits / 32
+    half = vae.dtype != torch.float32
     frame = height_px * width_px
     tile = frame if tile_px is None else min(tile_px, height_px) * min(tile_px, width_px)
-    a, b = TRANSIENT_BYTES_PER_PIXEL[vae.version]
-    history = HISTORY_BYTES_PER_PIXEL[vae.version] * (frame if streaming else tile)
-    transient = (a + b * frames_per_chunk) * tile
+    one, two = TRANSIENT_BYTES_PER_PIXEL[vae.version, half]
+    history = HISTORY_BYTES_PER_PIXEL[vae.version, half] * (frame if streaming else tile)
+    transient = (one + (two - one) * (frames_per_chunk - 1)) * tile
     weights = sum(p.numel() * p.element_size() for p in vae.model.parameters())
-    return int(weights + FIXED_OVERHEAD + SAFETY * scale * (history + transient))
+    return int(weights + FIXED_OVERHEAD + SAFETY * (history + transient))
 
 
 def pick_tile_size(vae, h: int, w: int, frames_per_chunk: int, budget: int, streaming: bool) -> int | None:
