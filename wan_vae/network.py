@@ -14,7 +14,8 @@ time gives the same numbers as the reference's one-latent-frame-at-a-time loop:
     whole sequence starting at frame 0;
   - the Wan 2.2 DupUp3D shortcut drops its first (factor_t - 1) frames once.
 Tensors are [B, C, T, H, W] throughout; the decoder works in channels_last_3d memory when given it,
-which makes the per-frame 2-D views free.
+which makes the per-frame 2-D views free. In half precision only the heavy convs run in fp16/bf16
+(`set_precision`).
 """
 
 from __future__ import annotations
@@ -560,10 +561,10 @@ class WanVAEModel(nn.Module):
 def half_precision_blocks(model: WanVAEModel) -> list[ResidualBlock]:
     """The residual blocks at the encoder's and the decoder's two highest resolutions.
 
-    Their 3x3x3 convs are most of the work (72% of the Wan 2.1 decoder's multiply-adds, 70% of 2.2's). Measured
-    with random real-size weights, rounding each conv of the decoder to bf16 (input, weight and
-    output) adds error at the output evenly, 1.3e-3 to 5e-3 relative L2 per conv, in quadrature;
-    keeping the 28% of the work elsewhere in fp32 takes the total from 1.5e-2 to 8e-3.
+    Their 3x3x3 convs are most of the work: 72% of the Wan 2.1 decoder's multiply-adds, 70% of 2.2's.
+    Measured with random real-size weights, rounding one conv of the decoder to bf16 (input, weight
+    and output) adds 1.3e-3 to 5e-3 relative L2 at the output, evenly spread, and the errors add in
+    quadrature; keeping the other 28% of the work in fp32 takes the total from 1.5e-2 to 8e-3.
     """
     decoder = [b for stage in model.decoder._stages[-2:] for layer in stage for b in layer.modules() if isinstance(b, ResidualBlock)]
     encoder, stages = [], 0
