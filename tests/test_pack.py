@@ -46,6 +46,17 @@ def pack(tmp_path_factory):
     return module
 
 
+def test_the_entry_point_imported_as_a_bare_module_defines_no_nodes(monkeypatch):
+    """What pytest does with the root __init__.py when the clone's folder name is not an identifier."""
+    monkeypatch.syspath_prepend(str(PACK))
+    monkeypatch.delitem(sys.modules, "__init__", raising=False)
+    try:
+        module = importlib.import_module("__init__")
+        assert module.__package__ == "" and module.WEB_DIRECTORY == "./web" and not hasattr(module, "NODE_CLASS_MAPPINGS")
+    finally:
+        sys.modules.pop("__init__", None)
+
+
 @pytest.fixture
 def folders(pack, tmp_path):
     """Fallback ComfyUI folders with a (reduced, random-weight) Wan 2.1 VAE in models/vae."""
