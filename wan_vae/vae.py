@@ -101,7 +101,7 @@ class WanVAE:
         self.model.to(device=device)
         if dtype is not None:
             set_precision(self.model, dtype)
-        warn_if_slow_on_cpu(self.device, self.dtype)
+        _warn_if_slow_on_cpu(self.device, self.dtype)
         return self
 
     def __repr__(self) -> str:
@@ -461,11 +461,11 @@ def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32) -> WanVAE
     model.load_state_dict(sd, strict=True, assign=True)
     model.to(device=device)
     set_precision(model, dtype)
-    warn_if_slow_on_cpu(device, dtype)
+    _warn_if_slow_on_cpu(device, dtype)
     return WanVAE(model, info)
 
 
-def warn_if_slow_on_cpu(device, dtype: torch.dtype) -> None:
+def _warn_if_slow_on_cpu(device, dtype: torch.dtype) -> None:
     """Half-precision convs on a CPU without native support run a fallback kernel (fp16 on this
     project's AVX-512 CPU: 4 GFLOP/s against 245 in fp32): say so rather than look hung."""
     if torch.device(device).type != "cpu" or dtype == torch.float32:
