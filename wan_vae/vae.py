@@ -101,7 +101,6 @@ class WanVAE:
         self.model.to(device=device)
         if dtype is not None:
             set_precision(self.model, dtype)
-        _warn_if_slow_on_cpu(self.device, self.dtype)
         return self
 
     def __repr__(self) -> str:
@@ -232,6 +231,7 @@ class WanVAE:
 
     def _plan(self, latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming) -> DecodePlan:
         z = self._check_latents(latents)
+        _warn_if_slow_on_cpu(self.device, self.dtype)
         _check_frames_per_chunk(frames_per_chunk)
         if tiling not in TILING_MODES:
             raise SettingsError(f"tiling must be one of {', '.join(TILING_MODES)}; got {tiling!r}.")
@@ -302,6 +302,7 @@ class WanVAE:
         """
         x = self._check_video(video)
         _check_frames_per_chunk(frames_per_chunk)
+        _warn_if_slow_on_cpu(self.device, self.dtype)
         b, _, f, h, w = x.shape
         t = 1 + (f - 1) // 4
         step = 4 * frames_per_chunk
@@ -461,13 +462,14 @@ def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32) -> WanVAE
     model.load_state_dict(sd, strict=True, assign=True)
     model.to(device=device)
     set_precision(model, dtype)
-    _warn_if_slow_on_cpu(device, dtype)
     return WanVAE(model, info)
 
 
 def _warn_if_slow_on_cpu(device, dtype: torch.dtype) -> None:
     """Half-precision convs on a CPU without native support run a fallback kernel (fp16 on this
-    project's AVX-512 CPU: 4 GFLOP/s against 245 in fp32): say so rather than look hung."""
+    project's AVX-512 CPU: 4 GFLOP/s against 245 in fp32): say so rather than look hung.
+
+    Checked when work starts, not at load: the nodes keep a GPU's VAE on the CPU between runs."""
     if torch.device(device).type != "cpu" or dtype == torch.float32:
         return
     check = {torch.float16: "_is_mkldnn_fp16_supported", torch.bfloat16: "_is_mkldnn_bf16_supported"}[dtype]
