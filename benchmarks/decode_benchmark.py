@@ -1,4 +1,4 @@
-"""Decode speed, memory and tiling quality against diffusers AutoencoderKLWan, on CPU (or CUDA with --device cuda).
+"""Decode speed and memory against diffusers AutoencoderKLWan, on CPU (or CUDA with --device cuda); tiles: tiling_benchmark.py.
 
     python benchmarks/decode_benchmark.py [--device cpu|cuda] [--quick] [--workdir DIR]
 
@@ -67,9 +67,14 @@ def worker(case: dict) -> dict:
         from wan_vae import load_vae
 
         vae = load_vae(weights, device=device, dtype=dtype)
-        opts = {k: case[k] for k in ("tiling", "tile_size", "tile_overlap", "frames_per_chunk") if k in case}
+        opts = {k: case[k] for k in ("tiling", "tile_size", "tile_overlap", "frames_per_chunk", "memory_budget") if k in case}
+        plan = planned_grid(vae, z.shape, opts, streaming=case.get("stream", False))
 
         def run():
+            if case.get("stream"):  # decode_frames: one chunk of frames alive at a time
+                for _ in vae.decode_frames(z, **opts):
+                    pass
+                return None
             return vae.decode(z, **opts)
 
     if device == "cuda":
@@ -82,11 +87,36 @@ def worker(case: dict) -> dict:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     result = {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if case["impl"] == "ours":
+        result.update(plan)
     if device == "cuda":
         result["peak_vram_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    if case.get("save"):
+    if case.get("save") and out is not None:
         torch.save(out.float().cpu(), case["save"])
     return result
+
+
+def planned_grid(vae, shape, opts, streaming: bool = False) -> dict:
+    """The tile grid a decode with `opts` runs, and the planner's peak estimate for it (MB)."""
+    import math
+
+    from wan_vae import memory
+    from wan_vae.tiling import tile_cells
+
+    _, _, t, h, w = shape
+    fpc = opts.get("frames_per_chunk", 1)
+    if opts.get("tiling") == "auto":
+        auto = memory.plan_for_budget(vae, h, w, fpc, opts["memory_budget"], streaming, t, output_on_device=True)
+        rows, cols, fpc = auto.rows, auto.cols, auto.frames_per_chunk
+    elif opts.get("tiling") == "on":
+        cells = tile_cells(opts.get("tile_size", 512), 0, vae.spatial_scale)
+        rows, cols = math.ceil(h / cells), math.ceil(w / cells)
+    else:
+        rows = cols = 1
+    est = memory.estimate(vae, h, w, rows, cols, fpc, streaming, latent_frames=t, output_on_device=True)
+    fig = memory.figures(vae)
+    work = memory.grid_cost(fig, h, w, rows, cols).work / memory.grid_cost(fig, h, w, 1, 1).work
+    return {"grid": f"{rows}x{cols}", "estimate_mb": est / 2**20, "work_ratio": work}
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -165,17 +195,7 @@ def main() -> None:
         f"bf16: {ref['seconds'] / ours16['seconds']:.2f}x faster than diffusers fp32 (target >= 2.5), "
         f"{ours['seconds'] / ours16['seconds']:.2f}x faster than ours fp32; rel L2 vs ours fp32 {ours16['err']:.1e} (target <= 1e-2)",
     ]
-    seams = []
     if not args.quick:
-        tiled = {"tiling": "on"}  # default 512 px tiles, 64 px overlap
-        t1, t3, t5, t11 = (measure(f"ours fp32, tiled 512/64, {t} latent frames", "ours", "2.1", [1, 16, t, 60, 104], **tiled)
-                           for t in (1, 3, 5, 11))  # fmt: skip
-        u3 = measure("ours fp32, untiled, 3 latent frames", "ours", "2.1", [1, 16, 3, 60, 104])
-        ratios.append(
-            f"480x832 tiled peak RSS: {t1['peak_rss_mb']:.0f} MB (1 latent frame: no causal history yet), "
-            f"{t3['peak_rss_mb']:.0f} MB (3), {t5['peak_rss_mb']:.0f} MB (5), {t11['peak_rss_mb']:.0f} MB (11): flat once the history is full; "
-            f"untiled {u3['peak_rss_mb']:.0f} MB; tiled/untiled time {t3['seconds'] / u3['seconds']:.2f}x (target <= 1.2)"
-        )
         r22 = measure("diffusers fp32, Wan 2.2, untiled", "diffusers", "2.2", [1, 48, 2, 15, 26])
         o22 = measure("ours fp32, Wan 2.2, untiled", "ours", "2.2", [1, 48, 2, 15, 26])
         h22 = measure("ours bf16, Wan 2.2, untiled", "ours", "2.2", [1, 48, 2, 15, 26], dtype="bf16")
@@ -183,7 +203,6 @@ def main() -> None:
                       f"peak RSS {o22['peak_rss_mb'] / r22['peak_rss_mb']:.2f}x, rel L2 {rel_l2(o22['save'], r22['save']):.1e}; "
                       f"bf16 {r22['seconds'] / h22['seconds']:.2f}x faster than diffusers fp32, rel L2 vs ours fp32 "
                       f"{rel_l2(h22['save'], o22['save']):.1e}")  # fmt: skip
-        seams = seam_table(measure, workdir)
 
     print("\n| case | frames | time s | peak RSS MB | GFLOP/s (ref count) |" + (" peak VRAM GB |" if args.device == "cuda" else ""))
     print("|---|---|---|---|---|" + ("---|" if args.device == "cuda" else ""))
@@ -193,33 +212,6 @@ def main() -> None:
     print()
     for line in ratios:
         print("- " + line)
-    if seams:
-        print("\n| tiling quality (default 512 px tiles, 64 px overlap) | max abs err vs untiled | mean abs err | seam score (<= 1.1) | untiled at the same borders |")
-        print("|---|---|---|---|---|")
-        for line in seams:
-            print(line)
-
-
-def seam_table(measure, workdir: Path) -> list[str]:
-    import torch
-
-    from wan_vae.tiling import plan_tiles, seam_score, tile_cells
-
-    lines = []
-    for version, latent in (("2.1", [1, 16, 1, 60, 104]), ("2.2", [1, 48, 1, 30, 52])):
-        s = 8 if version == "2.1" else 16
-        tiles = plan_tiles(latent[3], latent[4], *tile_cells(512, 64, s), s)
-        for content in ("random", "smooth"):
-            full = measure(f"ours fp32, untiled, {content} latents", "ours", version, latent, smooth=content == "smooth")
-            tiled = measure(f"ours fp32, tiled, {content} latents", "ours", version, latent, smooth=content == "smooth", tiling="on")
-            a, b = torch.load(tiled["save"]), torch.load(full["save"])
-            to_images = lambda v: ((v[0].permute(1, 2, 3, 0) + 1) / 2)  # noqa: E731 [F, H, W, 3]
-            lines.append(
-                f"| Wan {version} {latent[3] * s}x{latent[4] * s}, {content} latents, {len(tiles)} tiles | "
-                f"{(a - b).abs().max():.4f} | {(a - b).abs().mean():.5f} | {seam_score(to_images(a), tiles, s):.3f} | "
-                f"{seam_score(to_images(b), tiles, s):.3f} |"
-            )
-    return lines
 
 
 if __name__ == "__main__":

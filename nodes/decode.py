@@ -17,8 +17,9 @@ class WanDecodeLatents:
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Decodes Wan video latents into frames (IMAGE), exactly like the reference decoder. Time is decoded in "
-        "chunks that continue each other exactly (no flicker); large frames can be split into blended tiles. "
-        "A batch of videos comes out as their frames one after the other, like VAE Decode."
+        "chunks that continue each other exactly (no flicker), and large frames can be split into tiles that are "
+        "exact too (no seams, no blending): tiling only trades time for memory. A batch of videos comes out as "
+        "their frames one after the other, like VAE Decode."
     )
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
@@ -36,14 +37,15 @@ class WanDecodeLatents:
                     "pipelines or kijai's WanVideoWrapper, which scale them by the VAE's mean/std. Washed-out or "
                     "noisy colours mean the other setting.")}),
                 "tiling": (["auto", "off", "on"], {"default": "auto", "tooltip": (
-                    "auto: split frames into tiles only if the decode would not fit in free memory. "
-                    "on: always use tiles of tile_size. off: never (exact, most memory).")}),
+                    "Tiles give exactly the same frames as no tiles; they only trade time for memory. "
+                    "auto: the fewest tiles that fit in free memory (none if the whole frame fits). "
+                    "on: tiles of at most tile_size. off: never tile (most memory).")}),
                 "tile_size": ("INT", {"default": 512, "min": 128, "max": 4096, "step": 32, "tooltip": (
-                    "Largest tile edge in pixels (tiling on; the most tiling auto may use). Smaller tiles use less "
-                    "memory and decode slower; memory per tile grows with its area.")}),
+                    "Largest tile edge in pixels when tiling is on. Smaller tiles use less memory and take longer "
+                    "(each tile also decodes a margin around it, 104 px for Wan 2.1, 208 px for Wan 2.2).")}),
                 "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 16, "tooltip": (
-                    "Pixels neighbouring tiles share and cross-fade over; 64 leaves no visible seam. "
-                    "Must be smaller than tile_size.")}),
+                    "No longer changes anything: tiles are exact, each one decoding the margin it needs. "
+                    "Kept so that saved workflows load; it may not be larger than tile_size.")}),
                 "frames_per_chunk": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
                     "Latent frames per decoder pass (each makes 4 frames). Any value gives the same frames; "
                     "larger is faster on big GPUs, 1 uses the least memory.")}),
@@ -63,7 +65,13 @@ class WanDecodeLatents:
             wanted = estimate_peak_bytes(wan, h, w, frames_per_chunk, tile_size if tiling == "on" else None)
             free = comfy_host.make_room(device, wanted)
             if tiling == "auto":
-                options["memory_budget"] = free
+                smallest = MIN_TILE_CELLS * wan.spatial_scale
+                if free < estimate_peak_bytes(wan, h, w, 1, smallest):
+                    log.warning("Wan decode: only %.1f GiB free on %s; trying the smallest tiles (%d px) anyway",
+                                free / 2**30, device, smallest)  # fmt: skip
+                    options.update(tiling="on", tile_size=smallest, frames_per_chunk=1)
+                else:
+                    options["memory_budget"] = free
         try:
             wan.to(device=device)
             try:
@@ -75,7 +83,7 @@ class WanDecodeLatents:
                 log.warning("Wan decode ran out of memory on %s (%s); retrying once with %d px tiles", device, error, retry)
                 del error
                 comfy_host.release_memory()
-                options.update(tiling="on", tile_size=retry, tile_overlap=min(tile_overlap, retry // 4))
+                options.update(tiling="on", tile_size=retry, tile_overlap=0)
                 return (self._run(wan, latents, options),)
         finally:
             wan.to(device=comfy_host.offload_device())

@@ -150,6 +150,12 @@ def test_every_example_workflow_is_valid(pack, folders):
     assert hinted == {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"}
 
 
+@pytest.mark.parametrize("path", sorted((PACK / "tests" / "workflows" / "v0.1").glob("*.json")), ids=lambda p: p.stem)
+def test_workflows_saved_with_version_0_1_still_load(pack, folders, path):
+    """Copies of the example workflows as 0.1.0 shipped them: node names, widget order and values still fit."""
+    check_ui_workflow(json.loads(path.read_text()), classes(pack))
+
+
 @pytest.mark.parametrize("stem,version", [("wan21_latent_to_video", "2.1"), ("wan22_5b_latent_to_video", "2.2")])
 def test_the_api_examples_run_end_to_end_to_a_real_mp4(pack, folders, stem, version):
     workflow = json.loads((PACK / "tests" / "workflows" / f"{stem}.api.json").read_text())
@@ -205,7 +211,7 @@ def test_decode_gives_comfyui_images_for_a_batch_of_videos(pack, folders):
     assert images.shape == (2 * 5, 48, 80, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
     expected = vae.vae.decode(z, layout="images")
     assert torch.equal(images, expected)
-    assert torch.allclose(decode(pack, vae, z, tiling="on", tile_size=128, tile_overlap=32), expected, atol=0.3)
+    assert (decode(pack, vae, z, tiling="on", tile_size=64, tile_overlap=32) - expected).abs().max() <= 1e-5  # exact tiles
     normalized = (z - vae.vae.latents_mean.view(1, -1, 1, 1, 1)) / vae.vae.latents_std.view(1, -1, 1, 1, 1)
     assert torch.allclose(decode(pack, vae, normalized, latent_space="normalized"), expected, atol=1e-5)
 

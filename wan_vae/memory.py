@@ -1,26 +1,28 @@
-"""Peak-memory estimates for a decode, and the tile size `tiling="auto"` picks from them.
+"""Peak-memory and work estimates of a decode, and the tile grid `tiling="auto"` picks from them.
 
 A decode holds, besides the weights:
-  - the causal history: two frames of every causal conv's input, proportional to the decoded area;
-  - transients of the piece being decoded, proportional to the area times the frames in flight.
-Both were measured as peak live tensor bytes (torch profiler memory events) per output pixel, on the
-CPU, decoding 5 latent frames (17 frames) at 240x416 with the real-size networks; they are linear in
-area (12,845 vs 12,857 B/px at 240x416 and 160x288 for Wan 2.1 fp32, an earlier measurement):
+  - the causal history: the last two input frames of every causal conv. Read off the modules: each
+    conv keeps 2 x its input channels per pixel of its stage, in its compute dtype. The middle block's
+    runs on the whole frame; each tile's upsampling path keeps its own over its window (tiling.py);
+  - transients of the piece being decoded, mostly full-resolution activations. Measured as peak live
+    tensor bytes minus history per output pixel (torch profiler memory events), on the CPU, decoding
+    5 latent frames at 240x416 with the real-size networks, and linear in the area:
 
-    version  precision  frames_per_chunk  peak live    history      transient = peak - history
-    2.1      fp32       1                 11,751 B/px  8,714 B/px   3,037
-    2.1      fp32       2                 16,430 B/px  8,714 B/px   7,716
-    2.1      bf16       1                  7,470 B/px  5,258 B/px   2,212
-    2.1      bf16       2                 11,316 B/px  5,258 B/px   6,058
-    2.2      fp32       1                 13,305 B/px  6,650 B/px   6,655
-    2.2      fp32       2                 22,026 B/px  6,650 B/px  15,376
-    2.2      bf16       1                 10,259 B/px  3,962 B/px   6,297
-    2.2      bf16       2                 18,212 B/px  3,962 B/px  14,250
+        version  precision  frames_per_chunk 1   frames_per_chunk 2
+        2.1      fp32        3,037 B/px           7,716 B/px
+        2.1      bf16        2,212 B/px           6,058 B/px
+        2.2      fp32        6,655 B/px          15,376 B/px
+        2.2      bf16        6,297 B/px          14,250 B/px
 
-Half precision does not halve it: only the heavy convs run in half precision (network.set_precision),
-and their fp32 sums and norm scratch sit beside half-size buffers. fp16 is taken to be bf16. Longer
-chunks are extrapolated linearly from the two measured ones. A safety factor covers allocator slack
-and backend workspaces (oneDNN's conv scratch measured ~73 MB at 240x416; cuDNN's varies).
+    Longer chunks are extrapolated linearly; fp16 is taken to be bf16;
+  - what the caller keeps on the same device: the output, and for a tiled `decode` the middle block's
+    output of every chunk (each tile is decoded through all of time before the next).
+A safety factor covers allocator slack and backend workspaces (oneDNN's conv scratch measured ~73 MB
+at 240x416; cuDNN's varies); the fixed overhead is the process itself (torch's libraries, measured
+~0.3 GB of RSS on the CPU).
+
+Work is counted as multiply-adds of the convolutions, per stage, over each tile's window: the halo
+is where tiling costs time.
 """
 
 from __future__ import annotations
@@ -28,23 +30,24 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
 
-from .tiling import MIN_TILE_CELLS
+from .errors import SettingsError
+from .tiling import MIN_TILE_CELLS, axis_spans
 
 log = logging.getLogger("wan_vae")
 
-# bytes per output pixel by (version, half precision): history, and transient at 1 and 2 frames_per_chunk
-HISTORY_BYTES_PER_PIXEL = {("2.1", False): 8714, ("2.1", True): 5258, ("2.2", False): 6650, ("2.2", True): 3962}
 TRANSIENT_BYTES_PER_PIXEL = {
     ("2.1", False): (3037, 7716), ("2.1", True): (2212, 6058),
     ("2.2", False): (6655, 15376), ("2.2", True): (6297, 14250),
 }  # fmt: skip
-SAFETY = 1.25
-FIXED_OVERHEAD = 256 * 2**20
+SAFETY = 1.1
+FIXED_OVERHEAD = 384 * 2**20
 
 
 def free_bytes(device) -> int:
@@ -66,38 +69,174 @@ def free_bytes(device) -> int:
         return 8 * 2**30
 
 
-def estimate_peak_bytes(vae, height_px: int, width_px: int, frames_per_chunk: int, tile_px: int | None = None,
-                        streaming: bool = False) -> int:  # fmt: skip
-    """Estimated peak device memory of decoding a `height_px` x `width_px` video, weights included.
+# ----------------------------------------------------------------------------------------- per-stage figures
 
-    `tile_px` is the tile edge (None: untiled). When streaming with tiles, every tile's history is
-    held at once (time runs outermost), so the history covers the whole frame.
+
+@dataclass(frozen=True)
+class DecoderFigures:
+    """What one decoder costs per pixel, stage by stage, read off its modules at its precision."""
+
+    middle_history: int  # bytes per latent cell (entry conv and middle block, whole frame)
+    middle_channels: int  # channels of the middle block's output
+    stage_history: tuple[int, ...]  # bytes per pixel of each stage's input
+    stage_work: tuple[int, ...]  # multiply-adds per pixel of each stage's input, per latent frame
+    radii: tuple[int, ...]  # Decoder.receptive_radii()
+    scales: tuple[int, ...]  # Decoder.stage_scales
+    out_scale: int  # output pixels per pixel of the last stage (the Wan 2.2 patch size)
+
+
+def _history_bytes(modules) -> int:
+    from .network import CausalConv3d  # network imports this module
+
+    convs = [m for layer in modules for m in layer.modules() if isinstance(m, CausalConv3d) and m.causal]
+    return sum(2 * c.in_channels * c.compute_dtype.itemsize for c in convs)  # two input frames per conv
+
+
+def figures(vae) -> DecoderFigures:
+    """Per-stage history bytes and multiply-adds of `vae`'s decoder (see DecoderFigures)."""
+    from .network import Resample
+
+    decoder = vae.model.decoder
+    frames, work = 1, []
+    for stage in decoder._stages:
+        modules = [m for layer in stage for m in layer.modules()]
+        doubles = any(isinstance(m, Resample) and m.mode == "upsample3d" for m in modules)
+        # 3-D convs run on the stage's frames; the upsample's conv2d on twice as many when it doubles
+        # time, as four 2x2 phase convs per input pixel (network._upsample_conv: 16/9 of a 3x3)
+        work.append(sum(m.weight.numel() * frames for m in modules if isinstance(m, torch.nn.Conv3d))
+                    + sum(m.weight.numel() * 16 // 9 * frames * (1 + doubles) for m in modules if type(m) is torch.nn.Conv2d))  # fmt: skip
+        frames *= 1 + doubles
+    stage_history = [_history_bytes(stage) for stage in decoder._stages]
+    stage_history[-1] += 2 * decoder.head[2].out_channels * 4  # the head carries two frames of its output
+    return DecoderFigures(
+        middle_history=_history_bytes([decoder.conv1, *decoder.middle]),
+        middle_channels=decoder.conv1.out_channels,
+        stage_history=tuple(stage_history),
+        stage_work=tuple(work),
+        radii=tuple(decoder.receptive_radii()),
+        scales=tuple(decoder.stage_scales),
+        out_scale=vae.config.patch_size,
+    )
+
+
+def _extents(fig: DecoderFigures, length: int, count: int) -> list[list[int]]:
+    """Per stage, the window size along one axis of each of `count` tiles (tiling.window, one axis)."""
+    spans = axis_spans(length, count)
+    out, level = [], 1
+    for i, radius in enumerate(fig.radii[:-1]):
+        out.append([min(b * level + radius, length * level) - max(a * level - radius, 0) for a, b in spans])
+        level *= fig.scales[i]
+    return out
+
+
+@dataclass(frozen=True)
+class GridCost:
+    """A rows x cols tile grid: tile histories (largest and all), the largest last-stage window, work."""
+
+    rows: int
+    cols: int
+    history_max: int  # bytes; an upper bound (each stage's largest extents combined)
+    history_sum: int
+    last_stage_area: int  # pixels of the last stage's largest window
+    work: int  # multiply-adds of the upsampling path per latent frame, halos included
+
+
+def grid_cost(fig: DecoderFigures, h: int, w: int, rows: int, cols: int) -> GridCost:
+    ys, xs = _extents(fig, h, rows), _extents(fig, w, cols)
+    return GridCost(
+        rows, cols,
+        history_max=sum(b * max(y) * max(x) for b, y, x in zip(fig.stage_history, ys, xs)),
+        history_sum=sum(b * sum(y) * sum(x) for b, y, x in zip(fig.stage_history, ys, xs)),
+        last_stage_area=max(ys[-1]) * max(xs[-1]),
+        work=sum(m * sum(y) * sum(x) for m, y, x in zip(fig.stage_work, ys, xs)),
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------- estimates
+
+
+def estimate(vae, h: int, w: int, rows: int = 1, cols: int = 1, frames_per_chunk: int = 1, streaming: bool = False,
+             latent_frames: int | None = None, output_on_device: bool = False, fig: DecoderFigures | None = None) -> int:  # fmt: skip
+    """Estimated peak bytes on the decode device of decoding an h x w cell video in rows x cols tiles, weights included.
+
+    streaming: `decode_frames` (time outermost: every tile's history is alive at once) rather than
+    `decode` (one tile at a time through all of time). output_on_device: the output (and a tiled
+    decode's kept middle outputs) live on the decode device too; `latent_frames` sizes them, and the
+    history: a chunk keeps history only for a chunk after it, and the first chunk (one latent frame)
+    keeps one frame of it, not two (None: a long video, two).
     """
-    half = vae.dtype != torch.float32
-    frame = height_px * width_px
-    tile = frame if tile_px is None else min(tile_px, height_px) * min(tile_px, width_px)
-    one, two = TRANSIENT_BYTES_PER_PIXEL[vae.version, half]
-    history = HISTORY_BYTES_PER_PIXEL[vae.version, half] * (frame if streaming else tile)
-    transient = (one + (two - one) * (frames_per_chunk - 1)) * tile
+    fig = fig or figures(vae)
+    cost = grid_cost(fig, h, w, rows, cols)
+    history = fig.middle_history * h * w + (cost.history_sum if streaming else cost.history_max)
+    if latent_frames is not None:
+        history *= 0 if latent_frames == 1 else 0.5 if latent_frames - 1 <= frames_per_chunk else 1
+    one, two = TRANSIENT_BYTES_PER_PIXEL[vae.version, vae.dtype != torch.float32]
+    transient = (one + (two - one) * (frames_per_chunk - 1)) * cost.last_stage_area * fig.out_scale**2
+    kept = 0
+    if output_on_device and latent_frames is not None:
+        px = h * w * (fig.out_scale * math.prod(fig.scales)) ** 2
+        kept = 3 * 4 * px * (1 + 4 * (frames_per_chunk if streaming else latent_frames - 1))
+        if not streaming and rows * cols > 1:
+            kept += fig.middle_channels * 4 * h * w * latent_frames
     weights = sum(p.numel() * p.element_size() for p in vae.model.parameters())
-    return int(weights + FIXED_OVERHEAD + SAFETY * (history + transient))
+    return int(weights + FIXED_OVERHEAD + SAFETY * (history + transient + kept))
 
 
-def pick_tile_size(vae, h: int, w: int, frames_per_chunk: int, budget: int, streaming: bool) -> int | None:
-    """The largest tile edge in pixels whose estimated peak fits `budget` bytes; None if no tiling is needed.
-
-    h, w: latent cells. Tile edges step by whole latent cells; the smallest tile is MIN_TILE_CELLS.
-    """
+def estimate_peak_bytes(vae, height_px: int, width_px: int, frames_per_chunk: int = 1, tile_px: int | None = None,
+                        streaming: bool = False) -> int:  # fmt: skip
+    """`estimate` in pixels: tiles of at most `tile_px` (None: untiled), the output kept elsewhere."""
     s = vae.spatial_scale
-    if estimate_peak_bytes(vae, h * s, w * s, frames_per_chunk, None, streaming) <= budget:
-        return None
-    for cells in range(max(h, w), MIN_TILE_CELLS - 1, -1):
-        if estimate_peak_bytes(vae, h * s, w * s, frames_per_chunk, cells * s, streaming) <= budget:
-            return cells * s
-    need = estimate_peak_bytes(vae, h * s, w * s, frames_per_chunk, MIN_TILE_CELLS * s, streaming)
-    log.warning("tiling=auto: even %d px tiles need about %.1f GiB (budget %.1f GiB); decoding with them anyway",
-                MIN_TILE_CELLS * s, need / 2**30, budget / 2**30)  # fmt: skip
-    return MIN_TILE_CELLS * s
+    h, w = height_px // s, width_px // s
+    tile = max(h, w) if tile_px is None else max(tile_px // s, 1)
+    return estimate(vae, h, w, math.ceil(h / tile), math.ceil(w / tile), frames_per_chunk, streaming)
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    rows: int
+    cols: int
+    frames_per_chunk: int
+    estimate: int  # bytes
+    work: int  # multiply-adds of the upsampling path per latent frame
+
+
+def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, streaming: bool = False,
+                    latent_frames: int | None = None, output_on_device: bool = False, min_tiles: int = 1) -> AutoPlan:  # fmt: skip
+    """The tile grid (rows x cols) with the least work whose estimated peak fits `budget` bytes.
+
+    Tried at the caller's `frames_per_chunk` first, then at 1 (less memory, same frames). For each
+    number of rows the fewest columns that fit are the cheapest (more columns only add halos), so the
+    search stops there. `min_tiles` (one per device) is honoured as far as the frame allows. Raises
+    SettingsError with the smallest estimate in GiB when nothing fits.
+    """
+    fig = figures(vae)
+    most = max(1, h // MIN_TILE_CELLS) * max(1, w // MIN_TILE_CELLS)
+    min_tiles = min(min_tiles, most)
+    smallest = None
+    for fpc in dict.fromkeys((frames_per_chunk, 1)):
+        best = None
+        for rows in range(1, max(1, h // MIN_TILE_CELLS) + 1):
+            for cols in range(1, max(1, w // MIN_TILE_CELLS) + 1):
+                if rows * cols < min_tiles:
+                    continue
+                need = estimate(vae, h, w, rows, cols, fpc, streaming, latent_frames, output_on_device, fig)
+                smallest = need if smallest is None else min(smallest, need)
+                if need <= budget:
+                    work = grid_cost(fig, h, w, rows, cols).work
+                    if best is None or (work, rows * cols) < (best.work, best.rows * best.cols):
+                        best = AutoPlan(rows, cols, fpc, need, work)
+                    break
+        if best is not None:
+            return best
+    s = vae.spatial_scale
+    raise SettingsError(
+        f"A memory budget of {budget / 2**30:.2f} GiB is too small to decode {w * s}x{h * s} px with the Wan "
+        f"{vae.version} VAE: even the smallest tiles ({MIN_TILE_CELLS * s} px, frames_per_chunk 1) need about "
+        f"{smallest / 2**30:.2f} GiB. Free memory (unload other models), or decode on a device with more."
+    )
+
+
+# ----------------------------------------------------------------------------------------- releasing memory
 
 
 def _malloc_trim():

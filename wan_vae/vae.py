@@ -10,18 +10,20 @@ each decoded piece into a preallocated output in the caller's layout:
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from . import memory
+from . import memory, multidevice
 from .checkpoint import CheckpointInfo, check_against, prepare_state_dict
 from .config import MODELS_BY_LATENT_CHANNELS, WanVAEConfig
 from .errors import DecodeCancelled, LatentError, SettingsError
 from .network import StreamState, WanVAEModel, Workspace, patchify, precision, set_precision, unpatchify
-from .tiling import Tile, plan_tiles, tile_cells
+from .tiling import Tile, Window, plan_grid, plan_tiles, tile_cells, window
 from .writer import to_uint8
 
 log = logging.getLogger("wan_vae")
@@ -41,6 +43,7 @@ class DecodePlan:
 
     latents: torch.Tensor  # [B, C, T, h, w], raw latent space, on the VAE's device and dtype
     tiles: list[Tile]
+    windows: list[Window | None]  # per tile: the regions its upsampling path runs on (None: untiled)
     chunks: list[tuple[int, int]]  # latent frame ranges [t0, t1)
     frames_per_chunk: int
     frames: int  # output frames per video
@@ -61,6 +64,8 @@ class WanVAE:
         self.config: WanVAEConfig = model.config
         self.checkpoint = info
         self.channels_last = True  # NDHWC convolutions: faster on CPU and CUDA, free per-frame 2-D views
+        self._replicas: dict[torch.device, WanVAE] = {}  # copies on other devices (multidevice.py)
+        self._replica_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- properties
 
@@ -106,6 +111,35 @@ class WanVAE:
     def __repr__(self) -> str:
         return f"WanVAE(version={self.version!r}, dtype={self.dtype}, device={self.device})"
 
+    def replica(self, device) -> WanVAE:
+        """This VAE on `device`: itself if it is there, else a copy of the weights made once and kept
+        for later decodes (`release_replicas` frees them)."""
+        device = multidevice.check_devices([device])[0]
+        if device == multidevice.check_devices([self.device])[0]:
+            return self
+        with self._replica_lock:
+            if device not in self._replicas:
+                with torch.device("meta"):
+                    model = WanVAEModel(self.config)
+                model.load_state_dict({k: v.to(device) for k, v in self.model.state_dict().items()}, assign=True)
+                set_precision(model, self.dtype)
+                replica = WanVAE(model, self.checkpoint)
+                replica.channels_last = self.channels_last
+                self._replicas[device] = replica
+            return self._replicas[device]
+
+    def release_replicas(self) -> None:
+        """Free the copies of the weights that decodes on several devices made."""
+        with self._replica_lock:
+            self._replicas.clear()
+
+    def _devices(self, devices) -> list[torch.device] | None:
+        """None for a decode on this VAE's own device alone, else the checked list."""
+        if devices is None:
+            return None
+        devices = multidevice.check_devices(devices)
+        return None if devices == multidevice.check_devices([self.device]) else devices
+
     def _normalization(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents_mean and 1 / latents_std as [1, C, 1, 1, 1] in like's dtype and device.
 
@@ -131,6 +165,7 @@ class WanVAE:
         memory_budget: int | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        devices=None,
     ) -> torch.Tensor:
         """Decode latents [B, C, T, h, w] (or [C, T, h, w]) to video, F = 1 + 4(T - 1) frames per latent video.
 
@@ -139,21 +174,30 @@ class WanVAE:
         layout: "video" -> [B, 3, F, H, W] in [-1, 1]; "images" -> [B*F, H, W, 3] float32 in [0, 1].
         output_device: where the output is allocated (default: the VAE's device). Pieces are copied
             there as they are decoded, so a GPU decode can fill a CPU tensor.
-        tiling: "off", "on" (tiles of `tile_size` px overlapping by `tile_overlap` px), or "auto"
-            (the largest tile whose estimated peak fits `memory_budget` bytes, by default the device's
-            free memory; no tiling if the whole frame fits).
+        tiling: "off"; "on": tiles of at most `tile_size` px; "auto": the tile grid with the least work
+            whose estimated peak fits `memory_budget` bytes (by default the device's free memory), and
+            frames_per_chunk 1 if that is what it takes; no tiles if the whole frame fits. Tiles give
+            the untiled pixels exactly (tiling.py): they trade only time for memory.
+        tile_overlap: no longer changes anything (tiles are exact); kept for callers, checked >= 0
+            and smaller than `tile_size`.
         frames_per_chunk: latent frames per decoder pass; after each stage, pieces of at most this many
             frames go on (the last chunk runs whole: it leaves no history behind). Any value gives the
             same numbers; larger is faster on big devices, smaller uses less memory.
         progress(done, total): called after every decoded chunk of every tile.
         cancel(): checked before every chunk; returning True raises DecodeCancelled.
+        devices: several devices (["cuda:0", "cuda:1"]) to spread the tiles and videos over, one copy of
+            the weights on each (multidevice.py); the frames are those of one device. With
+            tiling="auto" the frame gets at least one tile per device where it is large enough.
 
-        Tiles are decoded one after the other (each through all time chunks), so only one tile's state
-        is alive at a time; that is the lowest-memory order when the whole output is kept anyway.
+        Tiles are decoded one after the other (each through all time chunks), so only one tile's history
+        is alive at a time; the middle block's output of every chunk (half the output's size for Wan
+        2.1 in fp32, 1/3 for 2.2) is kept meanwhile, on `output_device`.
         """
         if layout not in ("video", "images"):
             raise SettingsError(f"layout must be 'video' or 'images', got {layout!r}.")
-        plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming=False)
+        devices = self._devices(devices)
+        plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, False,
+                          output_device, len(devices or ()))  # fmt: skip
         b = plan.latents.shape[0]
         device = torch.device(output_device) if output_device is not None else self.device
         if layout == "video":
@@ -161,16 +205,43 @@ class WanVAE:
         else:
             out = torch.empty(b * plan.frames, plan.height, plan.width, 3, dtype=torch.float32, device=device)
         tracker = _Tracker(plan.steps, progress, cancel)
-        workspace = Workspace()
-        for i in range(b):
-            video = out[i : i + 1] if layout == "video" else out[i * plan.frames : (i + 1) * plan.frames]
-            canvas = _Canvas(video, layout, self.spatial_scale, tiled=len(plan.tiles) > 1)
-            for tile in plan.tiles:
-                state = StreamState(workspace)
-                for t0, t1 in plan.chunks:
-                    self._decode_piece(plan, i, tile, t0, t1, state, canvas, tracker)
-            canvas.finish()
+        canvases = [_Canvas(out[i : i + 1] if layout == "video" else out[i * plan.frames : (i + 1) * plan.frames],
+                            layout, self.spatial_scale) for i in range(b)]  # fmt: skip
+        if devices is None:
+            workspace = Workspace()
+            for i, canvas in enumerate(canvases):
+                for job in self._video_jobs(plan, i, canvas, tracker, device):
+                    job(self, workspace)
+            return out
+        # Untiled videos are one job each, all at once; a tiled video's tiles are its jobs, video by video.
+        groups = [range(b)] if len(plan.tiles) == 1 else [[i] for i in range(b)]
+        for group in groups:
+            multidevice.run_jobs(self, devices, [job for i in group for job in self._video_jobs(plan, i, canvases[i], tracker, device)])
         return out
+
+    def _video_jobs(self, plan: DecodePlan, i: int, canvas: _Canvas, tracker: _Tracker, keep_on) -> list[multidevice.Job]:
+        """The work of decoding video i, as jobs job(vae or replica, workspace) that may run on any device."""
+        if len(plan.tiles) == 1:
+            def whole(vae: WanVAE, workspace: Workspace) -> None:
+                state = StreamState(workspace)
+                for t0, t1, mid in vae._middles(plan, i, state, tracker):
+                    vae._up(plan, 0, mid, t0, t1, state, canvas, tracker)
+
+            return [whole]
+        # Tiles one after the other, so that one tile's history is alive at a time: the middle block's
+        # output of every chunk is kept (on `keep_on`, beside the output, which is as long) and reused.
+        middles = [(t0, t1, mid.to(keep_on)) for t0, t1, mid in self._middles(plan, i, StreamState(Workspace()), tracker)]
+
+        def tile(k: int) -> multidevice.Job:
+            def job(vae: WanVAE, workspace: Workspace) -> None:
+                state = StreamState(workspace)
+                for t0, t1, mid in middles:
+                    tracker.check_cancel()
+                    vae._up(plan, k, mid, t0, t1, state, canvas, tracker)
+
+            return job
+
+        return [tile(k) for k in range(len(plan.tiles))]
 
     @torch.inference_mode()
     def decode_frames(
@@ -187,49 +258,71 @@ class WanVAE:
         memory_budget: int | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        devices=None,
     ) -> Iterator[torch.Tensor]:
         """Yield the decoded video as consecutive chunks [N, H, W, 3] as soon as they are final.
 
         Values are float32 in [0, 1], or uint8 with `dtype=torch.uint8`. Videos of a batch follow each
-        other. Memory does not grow with the number of frames: one chunk is alive at a time, plus the
-        causal state. With tiling, every tile keeps its own state between chunks (time runs outermost
-        so that frames can be handed on), so the state of the whole frame is held; the activations
-        are still bounded by the tile. Other options as in `decode`.
+        other. Memory does not grow with the number of frames: one chunk of output is alive at a time,
+        plus the causal history. With tiles, time runs outermost (frames are handed on as they are
+        done), so every tile's history is alive at once: the history of the whole frame, a little
+        more for the halos (measured at 480x832 fp32, Wan 2.1: see the README), while the activations
+        stay bounded by the tile. Other options as in `decode`.
         """
         if dtype not in (torch.float32, torch.uint8):
             raise SettingsError(f"decode_frames gives float32 or uint8 frames, not {dtype}.")
-        plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming=True)
+        devices = self._devices(devices)
+        plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, True,
+                          output_device, len(devices or ()))  # fmt: skip
         tracker = _Tracker(plan.steps, progress, cancel)
         device = torch.device(output_device) if output_device is not None else self.device
-        workspace = Workspace()
+        workers = devices or [self.device]
+        workspaces = [Workspace() for _ in workers]
         for i in range(plan.latents.shape[0]):
-            states = [StreamState(workspace) for _ in plan.tiles]
-            for t0, t1 in plan.chunks:
+            # tile k is decoded by worker k % n, which keeps its causal history
+            middle_state = StreamState(workspaces[0])
+            states = [StreamState(workspaces[k % len(workers)]) for k in range(len(plan.tiles))]
+            for t0, t1, mid in self._middles(plan, i, middle_state, tracker):
                 f0, f1 = _frame_range(t0, t1)
                 out = torch.empty(f1 - f0, plan.height, plan.width, 3, dtype=torch.float32, device=device)
-                canvas = _Canvas(out, "images", self.spatial_scale, tiled=len(plan.tiles) > 1, first_frame=f0)
-                for tile, state in zip(plan.tiles, states):
-                    self._decode_piece(plan, i, tile, t0, t1, state, canvas, tracker)
-                canvas.finish()
+                canvas = _Canvas(out, "images", self.spatial_scale, first_frame=f0)
+                work = [[functools.partial(WanVAE._up, plan=plan, k=k, mid=mid, t0=t0, t1=t1, state=states[k], canvas=canvas,
+                                           tracker=tracker) for k in range(j, len(plan.tiles), len(workers))]
+                        for j in range(len(workers))]  # fmt: skip
+                if devices is None:
+                    for fn in work[0]:
+                        fn(self)
+                else:
+                    multidevice.run_per_device(self, devices, work)
+                del mid, canvas, work
                 yield to_uint8(out) if dtype == torch.uint8 else out
-                del out, canvas
+                del out
 
-    def _decode_piece(self, plan, i, tile: Tile, t0, t1, state, canvas: _Canvas, tracker: _Tracker) -> None:
-        """Decode latent frames [t0, t1) of one tile of video i and land them on the canvas."""
-        tracker.check_cancel()
-        z = plan.latents[i : i + 1, :, t0:t1, tile.y0 : tile.y1, tile.x0 : tile.x1]
-        z = self.model.conv2(z)
-        if self.channels_last:
-            z = z.contiguous(memory_format=torch.channels_last_3d)
+    def _middles(self, plan: DecodePlan, i: int, state: StreamState, tracker: _Tracker) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """(t0, t1, middle block output) for each chunk of latent frames [t0, t1) of video i, whole frame."""
+        for t0, t1 in plan.chunks:
+            tracker.check_cancel()
+            z = self.model.conv2(plan.latents[i : i + 1, :, t0:t1].to(self.device))
+            if self.channels_last:
+                z = z.contiguous(memory_format=torch.channels_last_3d)
+            yield t0, t1, self.model.decoder.middle_pass(z, state, final=t1 == plan.latents.shape[2])
+
+    def _up(self, plan: DecodePlan, k: int, mid: torch.Tensor, t0: int, t1: int, state: StreamState,
+            canvas: _Canvas, tracker: _Tracker) -> None:  # fmt: skip
+        """Decode tile k of latent frames [t0, t1) from the middle block's output and land it on the canvas."""
+        tile, window = plan.tiles[k], plan.windows[k]
+        x = mid if window is None else window.crop(0, mid)
         frame = _frame_range(0, t0)[1]
         final = t1 == plan.latents.shape[2]
-        for piece in self.model.decoder.stream(z, state, max_frames=plan.frames_per_chunk, final=final):
+        for piece in self.model.decoder.up_pass(x.to(self.device), state, window, plan.frames_per_chunk, final):
             piece = unpatchify(piece, self.config.patch_size)
             canvas.add(frame, tile, piece)
             frame += piece.shape[2]
         tracker.advance(t1 - t0)
 
-    def _plan(self, latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming) -> DecodePlan:
+    def _plan(self, latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming,
+              output_device, min_tiles=1, grid: tuple[int, int] | None = None) -> DecodePlan:  # fmt: skip
+        """Check everything and decide the tiles; `grid` (rows, cols) overrides `tiling` (another process decided)."""
         z = self._check_latents(latents)
         _warn_if_slow_on_cpu(self.device, self.dtype)
         _check_frames_per_chunk(frames_per_chunk)
@@ -237,25 +330,30 @@ class WanVAE:
             raise SettingsError(f"tiling must be one of {', '.join(TILING_MODES)}; got {tiling!r}.")
         scale = self.spatial_scale
         b, _, t, h, w = z.shape
-        if tiling == "auto":
+        if grid is not None:
+            tiles = plan_grid(h, w, *grid)
+        elif tiling == "auto":
             budget = memory_budget if memory_budget is not None else memory.free_bytes(self.device)
-            tile_px = memory.pick_tile_size(self, h, w, frames_per_chunk, budget, streaming)
-            # The overlap is capped at a quarter of an auto-picked tile, so small budgets still make progress.
-            tile, overlap = (None, 0) if tile_px is None else tile_cells(tile_px, min(tile_overlap, tile_px // 4), scale)
-            log.info("tiling=auto: %s for %dx%d px within %.1f GiB", f"{tile_px} px tiles" if tile_px else "no tiling",
-                     w * scale, h * scale, budget / 2**30)  # fmt: skip
+            on_device = torch.device(output_device if output_device is not None else self.device).type == self.device.type
+            auto = memory.plan_for_budget(self, h, w, frames_per_chunk, budget, streaming, t, on_device, min_tiles)
+            rows, cols, frames_per_chunk = auto.rows, auto.cols, auto.frames_per_chunk
+            log.info("tiling=auto: %s for %dx%d px, frames_per_chunk %d: about %.1f of %.1f GiB",
+                     f"{rows}x{cols} tiles" if rows * cols > 1 else "no tiling", w * scale, h * scale,
+                     frames_per_chunk, auto.estimate / 2**30, budget / 2**30)  # fmt: skip
+            tiles = plan_grid(h, w, rows, cols)
         elif tiling == "on":
-            tile, overlap = tile_cells(tile_size, tile_overlap, scale)
+            tiles = plan_tiles(h, w, tile_cells(tile_size, tile_overlap, scale))
         else:
-            tile, overlap = None, 0
+            tiles = plan_tiles(h, w, None)
         if normalized:  # mapped back at (at least) fp32, then cast once
             z = z.to(device=self.device, dtype=torch.promote_types(z.dtype, torch.float32))
             mean, inv_std = self._normalization(z)
             z = z / inv_std + mean  # the reference divides by the reciprocal (section 1.3)
         z = z.to(device=self.device, dtype=torch.float32)  # the entry convs are fp32 at every precision
         chunks = [(0, 1)] + [(s, min(s + frames_per_chunk, t)) for s in range(1, t, frames_per_chunk)]
-        tiles = plan_tiles(h, w, tile, overlap, scale)
-        return DecodePlan(z, tiles, chunks, frames_per_chunk, _frame_range(0, t)[1], h * scale, w * scale)
+        decoder = self.model.decoder
+        windows = [None] if len(tiles) == 1 else [window(tile, h, w, decoder.receptive_radii(), decoder.stage_scales) for tile in tiles]
+        return DecodePlan(z, tiles, windows, chunks, frames_per_chunk, _frame_range(0, t)[1], h * scale, w * scale)
 
     def _check_latents(self, latents) -> torch.Tensor:
         if not isinstance(latents, torch.Tensor):
@@ -398,37 +496,25 @@ def _latent_index(frame: int) -> int:
 
 
 class _Canvas:
-    """Where decoded pieces of one video (or one streamed chunk of it) land, blended across tile overlaps.
+    """Where decoded pieces of one video (or one streamed chunk of it) land.
 
-    `out` is [1, 3, F, H, W] ("video" layout) or [F, H, W, 3] ("images"), holding frames from `first_frame`.
+    `out` is [1, 3, F, H, W] ("video" layout) or [F, H, W, 3] ("images"), holding frames from `first_frame`
+    and pixels from latent cell `origin` (y, x) on. Tiles partition the frame, so each piece is copied
+    once into its place: nothing is blended.
     """
 
-    def __init__(self, out: torch.Tensor, layout: str, scale: int, tiled: bool, first_frame: int = 0) -> None:
-        self.out, self.layout, self.scale, self.tiled, self.first_frame = out, layout, scale, tiled, first_frame
-        if tiled:
-            out.zero_()
+    def __init__(self, out: torch.Tensor, layout: str, scale: int, first_frame: int = 0, origin: tuple[int, int] = (0, 0)) -> None:
+        self.out, self.layout, self.scale, self.first_frame, self.origin = out, layout, scale, first_frame, origin
 
     def add(self, frame: int, tile: Tile, piece: torch.Tensor) -> None:
         """piece: [1, 3, n, h, w] in [-1, 1] (unclamped), frames from `frame` on, at `tile`'s place."""
         n, (h, w) = piece.shape[2], piece.shape[-2:]
-        f, y, x = frame - self.first_frame, tile.y0 * self.scale, tile.x0 * self.scale
-        piece = piece.to(self.out.dtype)  # map and blend in the output's precision, still on the decode device
+        f, y, x = frame - self.first_frame, (tile.y0 - self.origin[0]) * self.scale, (tile.x0 - self.origin[1]) * self.scale
+        piece = piece.to(self.out.dtype)  # map and clamp in the output's precision, still on the decode device
         if self.layout == "video":
-            region = self.out[:, :, f : f + n, y : y + h, x : x + w]
-            weight = tile.weight
+            self.out[:, :, f : f + n, y : y + h, x : x + w] = piece.clamp_(-1.0, 1.0)
         else:
-            region = self.out[f : f + n, y : y + h, x : x + w].unsqueeze(0)
-            piece = piece.permute(0, 2, 3, 4, 1).add(1).mul_(0.5)  # [1, n, h, w, 3] in [0, 1]
-            weight = tile.weight[:, :, None]
-        piece = piece.to(region.device)
-        if self.tiled:
-            region.add_(piece * weight.to(device=piece.device, dtype=piece.dtype))
-        else:
-            region.copy_(piece)
-
-    def finish(self) -> None:
-        """Clamp once every tile has landed (the reference clamps after blending)."""
-        self.out.clamp_(*((-1.0, 1.0) if self.layout == "video" else (0.0, 1.0)))
+            self.out[f : f + n, y : y + h, x : x + w] = piece[0].permute(1, 2, 3, 0).add(1).mul_(0.5).clamp_(0.0, 1.0)
 
 
 class _Tracker:
@@ -436,15 +522,17 @@ class _Tracker:
 
     def __init__(self, total: int, progress: Progress | None, cancel: Cancel | None) -> None:
         self.total, self.done, self.progress, self.cancel = total, 0, progress, cancel
+        self._lock = threading.Lock()  # several devices report from their own threads
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
             raise DecodeCancelled(f"Cancelled after {self.done} of {self.total} steps.")
 
     def advance(self, steps: int) -> None:
-        self.done += steps
-        if self.progress is not None:
-            self.progress(self.done, self.total)
+        with self._lock:
+            self.done += steps
+            if self.progress is not None:
+                self.progress(self.done, self.total)
 
 
 def default_dtype(device) -> torch.dtype:
