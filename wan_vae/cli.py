@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .errors import CheckpointError, LatentError, WanVAEError
 from .latents import describe_latent, read_latent_file, write_latent_file
 from .vae import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, default_dtype, load_vae
-from .writer import DEFAULT_QUALITY, FORMATS, read_audio_file, write_video
+from .writer import DEFAULT_QUALITY, FORMATS, check_output, read_audio_file, write_video
 
 EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
                      ".gif": "gif", ".webp": "webp", "": "png"}  # fmt: skip
@@ -63,11 +64,18 @@ class _Progress:
 # ----------------------------------------------------------------------------------------- commands
 
 
-def cmd_decode(args) -> int:
+def _output_format(args) -> str:
     out = Path(args.output)
     fmt = args.format or EXTENSION_FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise WanVAEError(f"Cannot tell the format from '{out.name}'; pass --format ({', '.join(FORMATS)}).")
+    return fmt
+
+
+def cmd_decode(args) -> int:
+    if distributed.launched():
+        return _decode_distributed(args)
+    out, fmt = Path(args.output), _output_format(args)
     latents = read_latent_file(args.latent, args.key)
     device = _device(args.device)
     vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device))
@@ -77,7 +85,7 @@ def cmd_decode(args) -> int:
     frames = vae.decode_frames(
         latents, normalized=args.latent_space == "normalized", dtype=torch.uint8 if args.bit_depth == 8 else torch.float32,
         tiling=args.tiling, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
-        frames_per_chunk=args.frames_per_chunk, progress=progress,
+        frames_per_chunk=args.frames_per_chunk, progress=progress, devices=args.devices.split(",") if args.devices else None,
     )  # fmt: skip
     try:
         path = write_video(frames, out, args.fps, format=fmt, quality=args.quality, audio=audio,
@@ -86,6 +94,40 @@ def cmd_decode(args) -> int:
         progress.close()
     print(f"wrote {path} ({fmt}) in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _decode_distributed(args) -> int:
+    """`decode` under torch.distributed.run: every rank decodes its tiles, rank 0 writes (distributed.py)."""
+    group = distributed.setup(args.device, args.backend, args.timeout)
+    try:
+        error = ""
+        try:  # every rank reads its own files; rank 0 also checks the output before anything is decoded
+            out, fmt = Path(args.output), _output_format(args)
+            if group.rank == 0:
+                check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth)
+            latents = read_latent_file(args.latent, args.key)
+            vae = load_vae(args.vae, device=group.device, dtype=_dtype(args.precision, group.device))
+            audio = read_audio_file(args.audio) if args.audio and group.rank == 0 else None
+        except WanVAEError as e:
+            error = str(e)
+        group.agree(not error, error)
+        progress = _Progress("decoding") if group.rank == 0 else None
+        start = time.perf_counter()
+        frames = distributed.decode_frames(vae, latents, group, args.latent_space == "normalized", tiling=args.tiling,
+                                           tile_size=args.tile_size, frames_per_chunk=args.frames_per_chunk, progress=progress)  # fmt: skip
+        if group.rank != 0:
+            for _ in frames:
+                pass
+            return 0
+        try:
+            path = write_video(distributed.ahead(frames), out, args.fps, format=fmt, quality=args.quality, audio=audio,
+                               overwrite=args.overwrite, bit_depth=args.bit_depth)  # fmt: skip
+        finally:
+            progress.close()
+        print(f"wrote {path} ({fmt}) in {time.perf_counter() - start:.1f} s on {group.world} processes")
+        return 0
+    finally:
+        group.close()
 
 
 def cmd_info(args) -> int:
@@ -170,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--bit-depth", type=int, choices=[8, 10], default=8, help="10 for 10-bit H.264/H.265/VP9/FFV1, 16-bit PNG")
     dec.add_argument("--audio", help="audio (or video) file to mux in, cut or padded to the video's length")
     dec.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    dec.add_argument("--devices", help="several devices in this process, comma-separated (cuda:0,cuda:1): tiles spread over them")
+    dec.add_argument("--backend", choices=["nccl", "gloo"], help="under torch.distributed.run: default nccl on GPUs, gloo on CPUs")
+    dec.add_argument("--timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S,
+                     help="under torch.distributed.run: seconds a rank waits for the others before giving up (default %(default)s)")
     dec.set_defaults(run=cmd_decode)
 
     info = commands.add_parser("info", parents=[common], help="what a file is: a Wan VAE (version, naming, dtype, size) or a latent")

@@ -270,6 +270,34 @@ def read_audio_file(path, sample_rate: int = 48000) -> dict:
 # ----------------------------------------------------------------------------------------- writing
 
 
+def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None = None, overwrite: bool = False,
+                 bit_depth: int = 8) -> tuple[VideoFormat, int, int, Fraction, Path]:  # fmt: skip
+    """What `write_video` checks before it reads any frame, for callers that must know before decoding:
+    (format, quality, bit depth, exact frame rate, target path), or VideoWriteError."""
+    fmt = FORMATS.get(format)
+    if fmt is None:
+        raise VideoWriteError(f"Unknown format {format!r}; choose one of: {', '.join(FORMATS)}.")
+    quality = DEFAULT_QUALITY if quality is None else quality
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
+        raise VideoWriteError(f"quality must be a whole number from 0 to 100, got {quality!r}.")
+    if bit_depth not in (8, 10):
+        raise VideoWriteError(f"bit_depth must be 8 or 10, got {bit_depth!r}.")
+    if bit_depth not in fmt.bit_depths:
+        log.info("write_video: %s is %s-bit only; writing it so", fmt.name, "/".join(map(str, fmt.bit_depths)))
+        bit_depth = fmt.bit_depths[-1]
+    rate = frame_rate(fps)
+    target = Path(os.fspath(path)).expanduser()
+    folder = target.parent
+    if not folder.is_dir():
+        raise VideoWriteError(f"The folder {folder} does not exist{' (it is a file)' if folder.exists() else ''}; create it first.")
+    if target.exists() and not overwrite:
+        raise VideoWriteError(f"{target} already exists; choose another name or pass overwrite=True.")
+    if target.exists() and target.is_dir() != fmt.sequence:
+        raise VideoWriteError(f"{target} exists and is a {'folder' if target.is_dir() else 'file'}; it cannot be replaced by a {fmt.name}.")
+
+    return fmt, quality, bit_depth, rate, target
+
+
 def write_video(
     frames,
     path,
@@ -293,26 +321,8 @@ def write_video(
     overwrite: replace an existing file; otherwise an existing file is an error and is never touched.
     bit_depth: 8, or 10 for codecs that allow it (16-bit PNG); others fall back to what they support.
     """
-    fmt = FORMATS.get(format)
-    if fmt is None:
-        raise VideoWriteError(f"Unknown format {format!r}; choose one of: {', '.join(FORMATS)}.")
-    quality = DEFAULT_QUALITY if quality is None else quality
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
-        raise VideoWriteError(f"quality must be a whole number from 0 to 100, got {quality!r}.")
-    if bit_depth not in (8, 10):
-        raise VideoWriteError(f"bit_depth must be 8 or 10, got {bit_depth!r}.")
-    if bit_depth not in fmt.bit_depths:
-        log.info("write_video: %s is %s-bit only; writing it so", fmt.name, "/".join(map(str, fmt.bit_depths)))
-        bit_depth = fmt.bit_depths[-1]
-    rate = frame_rate(fps)
-    target = Path(os.fspath(path)).expanduser()
+    fmt, quality, bit_depth, rate, target = check_output(path, fps, format, quality, overwrite, bit_depth)
     folder = target.parent
-    if not folder.is_dir():
-        raise VideoWriteError(f"The folder {folder} does not exist{' (it is a file)' if folder.exists() else ''}; create it first.")
-    if target.exists() and not overwrite:
-        raise VideoWriteError(f"{target} already exists; choose another name or pass overwrite=True.")
-    if target.exists() and target.is_dir() != fmt.sequence:
-        raise VideoWriteError(f"{target} exists and is a {'folder' if target.is_dir() else 'file'}; it cannot be replaced by a {fmt.name}.")
 
     source = _FrameSource(frames, high_bit_depth=bit_depth > 8, even_size=fmt.even_size)
     with tempfile.TemporaryDirectory(prefix="wan_vae_") as work:  # audio and metadata inputs for ffmpeg
