@@ -1,4 +1,4 @@
-"""Estimated peak decode memory by resolution and tile size, from the per-pixel coefficients measured in wan_vae/memory.py.
+"""Estimated peak decode memory of a long video by resolution and tile size (wan_vae/memory.py's model).
 
     python benchmarks/memory_table.py
 
@@ -26,7 +26,8 @@ def stub(version: str, dtype: torch.dtype):
     with torch.device("meta"):
         model = WanVAEModel(CONFIGS[version]).to(dtype)  # weights as stored in a file of that dtype
     set_precision(model, dtype)
-    return SimpleNamespace(version=version, dtype=dtype, model=model)
+    cfg = CONFIGS[version]
+    return SimpleNamespace(version=version, dtype=dtype, model=model, config=cfg, spatial_scale=cfg.spatial_scale)
 
 
 def main() -> None:

@@ -105,6 +105,15 @@ def save_location(filename_prefix: str, width: int, height: int) -> tuple[str, s
 # ----------------------------------------------------------------------------------------- devices and memory
 
 
+def compute_devices(choice: str) -> list[torch.device]:
+    """compute_device, or for "all gpus" every CUDA GPU, ComfyUI's own first (just it on a one-GPU machine)."""
+    if choice != "all gpus":
+        return [compute_device(choice)]
+    first = compute_device("gpu")
+    others = [torch.device("cuda", i) for i in range(torch.cuda.device_count()) if first.type == "cuda" and i != first.index]
+    return [first, *others]
+
+
 def compute_device(choice: str) -> torch.device:
     """auto: ComfyUI's VAE device (honours --cpu and --cpu-vae); gpu: ComfyUI's torch device; cpu."""
     if choice == "cpu":
@@ -114,7 +123,7 @@ def compute_device(choice: str) -> torch.device:
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "gpu" and device.type == "cpu":
-        raise ValueError("device=gpu, but no GPU is available to ComfyUI (or it runs with --cpu); choose auto or cpu.")
+        raise ValueError("device gpu / all gpus, but no GPU is available to ComfyUI (or it runs with --cpu); choose auto or cpu.")
     return device
 
 

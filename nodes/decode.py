@@ -58,7 +58,8 @@ class WanDecodeLatents:
             latents = latents.unsqueeze(2)
         wan, device = vae.vae, vae.device
         options = dict(normalized=latent_space == "normalized", layout="images", output_device=comfy_host.result_device(),
-                       tiling=tiling, tile_size=tile_size, tile_overlap=tile_overlap, frames_per_chunk=frames_per_chunk)  # fmt: skip
+                       tiling=tiling, tile_size=tile_size, tile_overlap=tile_overlap, frames_per_chunk=frames_per_chunk,
+                       devices=vae.devices)  # fmt: skip
         if latents.dim() == 5 and latents.shape[1] == wan.latent_channels:  # else decode() says what is wrong
             # Ask ComfyUI to unload what it must (the sampler's model, say); auto tiles to what is then free.
             h, w = latents.shape[-2] * wan.spatial_scale, latents.shape[-1] * wan.spatial_scale
@@ -86,6 +87,7 @@ class WanDecodeLatents:
                 options.update(tiling="on", tile_size=retry, tile_overlap=0)
                 return (self._run(wan, latents, options),)
         finally:
+            wan.release_replicas()  # the copies on other GPUs: ComfyUI does not know of them
             wan.to(device=comfy_host.offload_device())
             comfy_host.release_memory()
 

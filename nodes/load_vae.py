@@ -11,7 +11,7 @@ from . import comfy_host
 
 CATEGORY = "Wan VAE"
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
-DEVICES = ["auto", "cpu", "gpu"]
+DEVICES = ["auto", "cpu", "gpu", "all gpus"]
 
 
 @dataclass
@@ -20,9 +20,11 @@ class LoadedWanVAE:
 
     vae: WanVAE
     device: torch.device
+    devices: list[torch.device] | None = None  # "all gpus" on a machine with several: tiles spread over them
 
     def __repr__(self) -> str:
-        return f"Wan {self.vae.version} VAE ({str(self.vae.dtype).removeprefix('torch.')}, decodes on {self.device})"
+        where = ", ".join(map(str, self.devices)) if self.devices else self.device
+        return f"Wan {self.vae.version} VAE ({str(self.vae.dtype).removeprefix('torch.')}, decodes on {where})"
 
 
 class LoadWanVAE:
@@ -48,12 +50,14 @@ class LoadWanVAE:
                     "fp32 is the reference precision; fp16 can overflow on rare inputs.")}),
                 "device": (DEVICES, {"default": "auto", "tooltip": (
                     "Where decoding runs. auto follows ComfyUI (its GPU, or the CPU with --cpu / --cpu-vae). "
+                    "all gpus: every GPU of the machine decodes tiles (and videos of a batch) at once, each with a "
+                    "copy of the weights; the frames are the same as on one GPU, and with one GPU it is 'gpu'. "
                     "Between runs the VAE waits in system memory.")}),
             }
         }  # fmt: skip
 
     def load(self, vae_name: str, precision: str, device: str):
-        target = comfy_host.compute_device(device)
-        dtype = comfy_host.compute_dtype(precision, target)
+        targets = comfy_host.compute_devices(device)
+        dtype = comfy_host.compute_dtype(precision, targets[0])
         vae = load_vae(comfy_host.vae_file(vae_name), device=comfy_host.offload_device(), dtype=dtype)
-        return (LoadedWanVAE(vae, target),)
+        return (LoadedWanVAE(vae, targets[0], targets if len(targets) > 1 else None),)

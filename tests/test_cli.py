@@ -116,7 +116,7 @@ def test_encode_a_video_into_a_latent_comfyui_loads(files, tmp_path):
     ("not a vae", "not a Wan VAE"),
     ("output exists", "already exists"),
     ("unknown extension", "Cannot tell the format"),
-    ("bad tiles", "tile_overlap (512 px) must be smaller than tile_size"),
+    ("bad tiles", "tile_overlap (600 px) is larger than tile_size"),
     ("encode frames", "1 + 4k frames"),
 ])  # fmt: skip
 def test_bad_input_exits_2_with_the_message_and_no_traceback(files, tmp_path, case, text):
@@ -136,7 +136,7 @@ def test_bad_input_exits_2_with_the_message_and_no_traceback(files, tmp_path, ca
     elif case == "unknown extension":
         args = ["decode", latent, "--vae", vae, "-o", tmp_path / "o.avi"]
     elif case == "bad tiles":
-        args = ["decode", latent, "--vae", vae, "-o", tmp_path / "o.mp4", "--tiling", "on", "--tile-overlap", "512"]
+        args = ["decode", latent, "--vae", vae, "-o", tmp_path / "o.mp4", "--tiling", "on", "--tile-overlap", "600"]
     else:
         video = write_video(torch.rand(6, 48, 80, 3), tmp_path / "six.mkv", fps=16, format="ffv1-mkv")
         args = ["encode", video, "--vae", vae, "-o", tmp_path / "o.latent"]

@@ -44,11 +44,11 @@ def test_tiles_larger_than_the_frame_are_clamped_to_an_untiled_decode(vaes):
 @pytest.mark.parametrize("tiling", ["off", "on"])
 def test_streamed_frames_equal_the_whole_decode(vaes, tiling):
     vae = vaes["2.2"]
-    z = latents("2.2", (2, 4, 9, 11), seed=2)
+    z = latents("2.2", (2, 3, 9, 11), seed=2)
     kw = dict(tiling=tiling, tile_size=128, tile_overlap=32, frames_per_chunk=2)
     whole = vae.decode(z, layout="images", **kw)
     chunks = list(vae.decode_frames(z, **kw))
-    assert [c.shape[0] for c in chunks] == [1, 8, 4] * 2  # chunks of latent frames 0 | 1-2 | 3, per video
+    assert [c.shape[0] for c in chunks] == [1, 8] * 2  # chunks of latent frames 0 | 1-2, per video
     assert torch.equal(torch.cat(chunks), whole)
     as_uint8 = torch.cat(list(vae.decode_frames(z, dtype=torch.uint8, **kw)))
     assert as_uint8.dtype == torch.uint8 and torch.equal(as_uint8, (whole * 255 + 0.5).floor().to(torch.uint8))
@@ -87,6 +87,12 @@ def real_weights():
     return {v: reference_model(v, real=True).state_dict() for v in ("2.1", "2.2")}
 
 
+# Without native bf16 convolutions (AVX512-BF16 / AMX) PyTorch's CPU fallback runs them ~100x slower than
+# fp32: minutes for one real-size decode. Those CPUs skip the real-size check; the reduced one runs anywhere.
+NATIVE_BF16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16 convolutions: a real-size bf16 decode takes many minutes")
 @pytest.mark.parametrize("version", ["2.1", "2.2"])
 def test_bf16_decode_of_the_real_networks_is_within_1e_2_of_fp32(real_weights, version):
     z = latents(version, (1, 3, 6, 10), seed=5)
@@ -128,7 +134,7 @@ def test_half_precision_covers_most_of_the_work_and_nothing_but_the_heavy_convs(
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(F, "conv2d", counting(conv2d))
         mp.setattr(F, "conv3d", counting(conv3d))
-        vae.decode(latents(version, (1, 3, 4, 4)))
+        vae.decode(latents(version, (1, 1, 2, 2)))  # shares of the work do not depend on the size
     share = work[torch.bfloat16] / sum(work.values())
     assert share >= 2 / 3, f"only {share:.0%} of the decoder's work runs in bf16"  # 72% (2.1), 70% (2.2) at 240x416
 

@@ -204,6 +204,18 @@ def test_gpu_without_a_gpu_is_refused_clearly(pack, folders):
         load(pack, device="gpu")
 
 
+def test_all_gpus_spreads_the_decode_and_gives_the_same_frames(pack, folders, monkeypatch):
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU is available"):
+            load(pack, device="all gpus")
+    # two workers on the CPU stand in for two GPUs: the node passes them on, the frames do not change
+    monkeypatch.setattr(pack.host, "compute_devices", lambda choice: [torch.device("cpu")] * 2)
+    vae = load(pack, device="all gpus")
+    assert vae.devices == [torch.device("cpu")] * 2
+    z = latents("2.1", (2, 2, 16, 16))
+    assert torch.equal(decode(pack, vae, z, tiling="on", tile_size=64), vae.vae.decode(z, layout="images", tiling="on", tile_size=64))
+
+
 def test_decode_gives_comfyui_images_for_a_batch_of_videos(pack, folders):
     vae = load(pack, device="cpu")
     z = latents("2.1", (2, 2, 6, 10))
