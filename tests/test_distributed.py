@@ -30,7 +30,7 @@ def vae():
 
 @pytest.mark.parametrize("tiling", ["off", "on"])
 def test_two_cpu_workers_give_the_single_device_frames(vae, tiling):
-    z = latents("2.1", (2, 3, 13, 17), seed=5)  # a batch: videos and tiles are both spread
+    z = latents("2.1", (2, 2, 13, 17), seed=5)  # a batch: videos and tiles are both spread
     kw = dict(tiling=tiling, tile_size=MIN_TILE_CELLS * 8)
     assert torch.equal(vae.decode(z, devices=["cpu", "cpu"], **kw), vae.decode(z, **kw))
     streamed = torch.cat(list(vae.decode_frames(z, devices=["cpu", "cpu", "cpu"], **kw)))
@@ -160,7 +160,7 @@ def test_a_killed_rank_ends_the_run_in_bounded_time_and_leaves_no_video(files, t
         lines.append(line)
         if line.startswith("rank 1 of 2 (pid "):
             pid = int(line.split("(pid ")[1].split(")")[0])
-        if pid and line.startswith("decoding: ") and int(line.split()[1].split("/")[0]) >= 30:
+        if pid and line.startswith("decoding: ") and int(line.split()[1].split("/")[0]) >= 5:
             break
         assert time.monotonic() < deadline, "".join(lines)
     assert any(p.name.endswith(".partial.mkv") for p in tmp_path.iterdir())  # the video is being written
