@@ -351,8 +351,8 @@ class WanVAE:
             z = z / inv_std + mean  # the reference divides by the reciprocal (section 1.3)
         z = z.to(device=self.device, dtype=torch.float32)  # the entry convs are fp32 at every precision
         chunks = [(0, 1)] + [(s, min(s + frames_per_chunk, t)) for s in range(1, t, frames_per_chunk)]
-        decoder = self.model.decoder
-        windows = [None] if len(tiles) == 1 else [window(tile, h, w, decoder.receptive_radii(), decoder.stage_scales) for tile in tiles]
+        radii, scales = self.model.decoder.receptive_radii(), self.model.decoder.stage_scales
+        windows = [None] if len(tiles) == 1 else [window(tile, h, w, radii, scales) for tile in tiles]
         return DecodePlan(z, tiles, windows, chunks, frames_per_chunk, _frame_range(0, t)[1], h * scale, w * scale)
 
     def _check_latents(self, latents) -> torch.Tensor:
