@@ -74,14 +74,11 @@ def run_jobs(vae, devices: list[torch.device], jobs: list[Job]) -> None:
 
     with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="wan_vae") as pool:
         futures = [pool.submit(run, job) for job in jobs]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        stop.set()
-        for future in futures:
-            future.cancel()
+        wait(futures, return_when=FIRST_EXCEPTION)
+        stop.set()  # jobs not yet started return at once; the pool's exit waits for the running ones
         for future in futures:  # in submission order: the error of the earliest failed job
             if future.done() and not future.cancelled() and future.exception() is not None:
                 raise future.exception()
-        wait(futures)
 
 
 def run_per_device(vae, devices: list[torch.device], work: list[list[Callable]]) -> None:
