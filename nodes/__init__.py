@@ -1,6 +1,7 @@
 """The ComfyUI nodes: thin adapters over wan_vae (every node in the file named after it)."""
 
 from .decode import WanDecodeLatents
+from .decode_to_video import WanDecodeToVideo
 from .export import ExportVideo
 from .load_latent import LoadWanLatent
 from .load_vae import LoadWanVAE
@@ -11,10 +12,12 @@ NODE_CLASS_MAPPINGS = {
     "WanDecodeLatents": WanDecodeLatents,
     "ExportVideo": ExportVideo,
     "LoadWanLatent": LoadWanLatent,
+    "WanDecodeToVideo": WanDecodeToVideo,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadWanVAE": "Load Wan VAE",
     "WanDecodeLatents": "Wan Decode Latents",
     "ExportVideo": "Export Video",
     "LoadWanLatent": "Load Wan Latent (.safetensors / .pt)",
+    "WanDecodeToVideo": "Wan Decode to Video",
 }

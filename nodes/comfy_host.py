@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 
 import torch
 
@@ -181,13 +182,55 @@ class _NoProgress:
     def __init__(self, total: int) -> None:
         self.total, self.current = total, 0
 
-    def update_absolute(self, value: int, total: int | None = None) -> None:
+    def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
         self.current = value
 
 
 def progress_bar(total: int):
     """The node's progress bar in the ComfyUI front end (update_absolute(done, total))."""
     return comfy.utils.ProgressBar(total) if IN_COMFYUI else _NoProgress(total)
+
+
+class NodeProgress:
+    """The node's progress bar, and on it the newest decoded frame as samplers show theirs, at most once a second.
+
+    Frames between are dropped before any conversion, so a preview costs one uint8 conversion of one
+    frame a second; ComfyUI's server scales and JPEG-encodes it in its own thread.
+    """
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.bar, self.interval_s = progress_bar(1), interval_s
+        self.done, self.total, self.previews, self._last = 0, 1, 0, -float("inf")
+
+    def progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self.bar.update_absolute(done, total)
+
+    def preview(self, frame: torch.Tensor) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        from PIL import Image  # ComfyUI's dependency, and imageio's
+
+        pixels = frame.detach()[..., :3].float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        size = getattr(args, "preview_size", 512) if IN_COMFYUI else 512
+        self.bar.update_absolute(self.done, self.total, ("JPEG", Image.fromarray(pixels), size))
+        self.previews += 1
+
+
+def notify(text: str, severity: str = "info") -> None:
+    """A line in the console and, in the front end, a notice (web/export_video_preview.js shows it)."""
+    (log.warning if severity != "info" else log.info)("%s", text)
+    if IN_COMFYUI:
+        from server import PromptServer
+
+        PromptServer.instance.send_sync("wan_vae.notice", {"text": text, "severity": severity})
+
+
+def is_stop(error: BaseException) -> bool:
+    """Whether `error` is the user's Stop (ComfyUI's interrupt), not a failure."""
+    return IN_COMFYUI and isinstance(error, mm.InterruptProcessingException)
 
 
 def stop_requested() -> bool:

@@ -1,24 +1,68 @@
-"""ExportVideo: IMAGE frames (and optional AUDIO) to a video file in ComfyUI's output folder, shown on the node."""
+"""ExportVideo: IMAGE frames (and optional AUDIO) to a video file in ComfyUI's output folder, shown on the node.
+
+`EXPORT_INPUTS`, `EXPORT_OPTIONAL`, `choose_output` and `saved` are shared with Wan Decode to Video.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from ..wan_vae import FORMATS, VideoWriteError, write_video
-from ..wan_vae.writer import DEFAULT_QUALITY, MAX_FPS
+from ..wan_vae.writer import DEFAULT_QUALITY, MAX_FPS, available_formats, check_output
 from . import comfy_host
 from .load_vae import CATEGORY
 
-# What a browser plays inline; other formats (ProRes, FFV1, PNG folders) get a download link instead.
-BROWSER_PLAYABLE = ("h264-mp4", "h265-mp4", "vp9-webm", "gif", "webp")
+EXPORT_INPUTS = {
+    "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": float(MAX_FPS), "step": 0.001, "tooltip": (
+        "Frames per second: 16 for Wan 2.1 and Wan 2.2 14B, 24 for Wan 2.2 TI2V-5B. 23.976 and 29.97 "
+        "are stored as 24000/1001 and 30000/1001.")}),
+    "format": (available_formats(), {"default": "h264-mp4", "tooltip": "\n".join(
+        f"{name}: {FORMATS[name].description}" for name in available_formats())}),
+    "quality": ("INT", {"default": DEFAULT_QUALITY, "min": 0, "max": 100, "tooltip": (
+        "0-100, higher is better and bigger. 80 is visually lossless H.264 (crf 19). "
+        "Lossless formats ignore it; WebP at 100 is lossless.")}),
+    "filename_prefix": ("STRING", {"default": "WanVideo/wan", "tooltip": (
+        "Subfolder and name in the output folder; a counter is added and never overwrites. "
+        "%width%, %height%, %year%, %month%, %day% are filled in.")}),
+    "save_metadata": ("BOOLEAN", {"default": True, "tooltip": (
+        "Embed the prompt and workflow (MP4, MOV, WebM, MKV), so dropping the video on ComfyUI "
+        "restores the workflow. ComfyUI's --disable-metadata turns it off everywhere.")}),
+}  # fmt: skip
+# Optional so that workflows saved before bit_depth existed (API format included) still validate.
+EXPORT_OPTIONAL = {
+    "audio": ("AUDIO", {"tooltip": "Muxed in (AAC or Opus), padded or cut to the video's length."}),
+    "bit_depth": ([8, 10], {"default": 8, "tooltip": (
+        "10: H.264/H.265/VP9/AV1 in 10-bit 4:2:0, 10-bit FFV1, 16-bit PNG, taken from the decoder's floats "
+        "(smoother gradients, less banding; not every player plays 10-bit H.264). ProRes is always 10-bit; "
+        "GIF and WebP are 8-bit only.")}),
+}  # fmt: skip
+HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a video will be saved: a free name in the output folder, with the checks of write_video done."""
+
+    path: Path
+    name: str
+    subfolder: str
+    format: str
+    metadata: dict | None
+
+    def sibling(self, extension: str) -> Path:
+        """A file named like the video, beside it (wan_00001_.latent beside wan_00001_.mp4)."""
+        return self.path.with_name(self.path.name.removesuffix(FORMATS[self.format].extension) + extension)
 
 
 class ExportVideo:
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Saves frames as a video in ComfyUI's output folder (wan_00001_.mp4, ...): H.264 / H.265 MP4, VP9 WebM, "
-        "ProRes, lossless FFV1, GIF, WebP or PNG frames. Exact size and colours (BT.709), optional audio, and the "
-        "workflow embedded so dropping the file on ComfyUI opens it again. Written streaming and atomically."
+        "Saves frames as a video in ComfyUI's output folder (wan_00001_.mp4, ...): H.264 / H.265 / AV1 MP4, VP9 or "
+        "AV1 WebM, ProRes, lossless FFV1, GIF, WebP or PNG frames, 8 or 10 bits. Exact size and colours (BT.709), "
+        "optional audio, and the workflow embedded so dropping the file on ComfyUI opens it again. Written "
+        "streaming and atomically."
     )
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
@@ -28,61 +72,64 @@ class ExportVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "The frames, e.g. from Wan Decode Latents."}),
-                "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": float(MAX_FPS), "step": 0.001, "tooltip": (
-                    "Frames per second: 16 for Wan 2.1 and Wan 2.2 14B, 24 for Wan 2.2 TI2V-5B. 23.976 and 29.97 "
-                    "are stored as 24000/1001 and 30000/1001.")}),
-                "format": (list(FORMATS), {"default": "h264-mp4", "tooltip": "\n".join(
-                    f"{name}: {fmt.description}" for name, fmt in FORMATS.items())}),
-                "quality": ("INT", {"default": DEFAULT_QUALITY, "min": 0, "max": 100, "tooltip": (
-                    "0-100, higher is better and bigger. 80 is visually lossless H.264 (crf 19). "
-                    "Lossless formats ignore it; WebP at 100 is lossless.")}),
-                "filename_prefix": ("STRING", {"default": "WanVideo/wan", "tooltip": (
-                    "Subfolder and name in the output folder; a counter is added and never overwrites. "
-                    "%width%, %height%, %year%, %month%, %day% are filled in.")}),
-                "save_metadata": ("BOOLEAN", {"default": True, "tooltip": (
-                    "Embed the prompt and workflow (MP4, MOV, WebM, MKV), so dropping the video on ComfyUI "
-                    "restores the workflow. ComfyUI's --disable-metadata turns it off everywhere.")}),
-            },
-            "optional": {"audio": ("AUDIO", {"tooltip": "Muxed in (AAC or Opus), padded or cut to the video's length."})},
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
-        }  # fmt: skip
+        return {"required": {"images": ("IMAGE", {"tooltip": "The frames, e.g. from Wan Decode Latents."}), **EXPORT_INPUTS},
+                "optional": dict(EXPORT_OPTIONAL), "hidden": dict(HIDDEN)}  # fmt: skip
 
-    def export(self, images, fps, format, quality, filename_prefix, save_metadata, audio=None, prompt=None, extra_pnginfo=None):
+    def export(self, images, fps, format, quality, filename_prefix, save_metadata, audio=None, bit_depth=8, prompt=None,
+               extra_pnginfo=None):  # fmt: skip
         frames, height, width = images.shape[0], images.shape[1], images.shape[2]
-        folder, stem, counter, subfolder = comfy_host.save_location(filename_prefix, width, height)
-        metadata = None
-        if save_metadata and not comfy_host.metadata_disabled():
-            metadata = ({"prompt": prompt} if prompt is not None else {}) | dict(extra_pnginfo or {})
-        fmt = FORMATS[format]
         while True:
-            name = f"{stem}_{counter:05}_{fmt.extension}"
-            path = os.path.join(folder, name)
-            if not os.path.exists(path):
-                try:
-                    write_video(images, path, fps, format=format, quality=quality, audio=audio, metadata=metadata or None)
-                    break
-                except VideoWriteError:
-                    if not os.path.exists(path):  # a real failure, not another run taking the name meanwhile
-                        raise
-            counter += 1
-
-        info = {"filename": name, "subfolder": subfolder, "type": "output", "format": format, "frames": frames,
-                "width": width, "height": height, "fps": fps, "duration": frames / fps, "bytes": _size(path),
-                "playable": format in BROWSER_PLAYABLE}  # fmt: skip
-        ui = {"wan_video": [info]}
-        if format in BROWSER_PLAYABLE:  # the stock front end shows these on the node
-            ui |= {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
-        elif fmt.sequence:
-            first = f"{name}/frame_00001.png"
-            ui |= {"images": [{"filename": "frame_00001.png", "subfolder": f"{subfolder}/{name}".strip("/"), "type": "output"}]}
-            info["first_frame"] = first
-        return {"ui": ui, "result": (path,)}
+            out = choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
+                                extra_pnginfo)  # fmt: skip
+            try:
+                write_video(images, out.path, fps, format=format, quality=quality, audio=audio, metadata=out.metadata,
+                            bit_depth=bit_depth)  # fmt: skip
+                break
+            except VideoWriteError:
+                if not out.path.exists():  # a real failure, not another process taking the name meanwhile
+                    raise
+        return saved(out, frames, width, height, fps)
 
 
-def _size(path: str) -> int:
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+def choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
+                  extra_pnginfo, siblings: tuple[str, ...] = ()) -> Output:  # fmt: skip
+    """The next free name for the prefix (ComfyUI's counter; free for `siblings` extensions too), checked as write_video
+    will check it, so that bad settings fail before any decoding."""
+    folder, stem, counter, subfolder = comfy_host.save_location(filename_prefix, width, height)
+    fmt = FORMATS.get(format)
+    if fmt is None:
+        raise VideoWriteError(f"Unknown format {format!r}; choose one of: {', '.join(available_formats())}.")
+    while True:
+        name = f"{stem}_{counter:05}_{fmt.extension}"
+        path = Path(folder) / name
+        taken = [path] + [path.with_name(f"{stem}_{counter:05}_{ext}") for ext in siblings]
+        if not any(p.exists() for p in taken):
+            break
+        counter += 1
+    check_output(path, fps, format, quality, bit_depth=bit_depth, audio=audio)
+    metadata = None
+    if save_metadata and not comfy_host.metadata_disabled():
+        metadata = (({"prompt": prompt} if prompt is not None else {}) | dict(extra_pnginfo or {})) or None
+    return Output(path, name, subfolder, format, metadata)
+
+
+def saved(out: Output, frames: int, width: int, height: int, fps: float, **extra) -> dict:
+    """The node's result: the path, and for the front end what was saved (web/export_video_preview.js draws it)."""
+    fmt = FORMATS[out.format]
+    info = {"filename": out.name, "subfolder": out.subfolder, "type": "output", "format": out.format, "frames": frames,
+            "width": width, "height": height, "fps": fps, "duration": frames / fps, "bytes": _size(out.path),
+            "playable": fmt.browser} | extra  # fmt: skip
+    ui = {"wan_video": [info]}
+    if fmt.browser:  # the stock front end shows these on the node
+        ui |= {"images": [{"filename": out.name, "subfolder": out.subfolder, "type": "output"}], "animated": (True,)}
+    elif fmt.sequence:
+        first = f"{out.name}/frame_00001.png"
+        ui |= {"images": [{"filename": "frame_00001.png", "subfolder": f"{out.subfolder}/{out.name}".strip("/"), "type": "output"}]}
+        info["first_frame"] = first
+    return {"ui": ui, "result": (str(out.path),)}
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(os.path.getsize(p) for p in path.iterdir())
     return os.path.getsize(path)

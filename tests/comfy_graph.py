@@ -84,14 +84,18 @@ def check_ui_workflow(graph: dict, classes: dict) -> None:
         cls = classes[node["type"]]
         widgets = [(name, spec) for name, spec in inputs_of(cls).items() if is_widget(spec)]
         values = node.get("widgets_values", [])
-        assert len(values) == len(widgets), f"{node['type']}: {len(values)} widget values for {[w for w, _ in widgets]}"
+        # Saved before an optional input was added: the front end gives the missing trailing widgets their defaults.
+        optional = set(cls.INPUT_TYPES().get("optional", {}))
+        missing = [name for name, _ in widgets[len(values) :]]
+        assert len(values) <= len(widgets) and set(missing) <= optional, (
+            f"{node['type']}: {len(values)} widget values for {[w for w, _ in widgets]}")
         for (name, spec), value in zip(widgets, values):
             if isinstance(spec[0], list) and _names_a_file(spec[0], value):
                 continue  # a model or latent the user provides: any file name is fine here
             check_value(name, value, spec)
         declared = {i["name"]: i["type"] for i in node.get("inputs", [])}
         for name, spec in inputs_of(cls).items():
-            if not is_widget(spec):
+            if not is_widget(spec) and (name in declared or name not in optional):
                 assert declared.get(name) == spec[0], f"{node['type']}.{name}: socket type {declared.get(name)} != {spec[0]}"
         outs = [o["type"] for o in node.get("outputs", [])]
         assert outs == list(cls.RETURN_TYPES), f"{node['type']}: outputs {outs} != {cls.RETURN_TYPES}"

@@ -12,38 +12,21 @@ from safetensors.torch import save_file
 
 from comfy_graph import LoadLatentLikeComfyUI, check_ui_workflow, inputs_of, is_widget, run_api
 from media import mp4_metadata, probe
-from reference import latents, write_vae_file
+from reference import latents
 from wan_vae.config import CONFIGS
 from wan_vae.latents import write_latent_file
 
 PACK = Path(__file__).resolve().parents[1]
-NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent")
+NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo")
 # Widget names in order: saved workflows store widgets_values by position, so this order is a public contract.
 WIDGET_ORDER = {
     "LoadWanVAE": ["vae_name", "precision", "device"],
     "WanDecodeLatents": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk"],
-    "ExportVideo": ["fps", "format", "quality", "filename_prefix", "save_metadata"],
+    "ExportVideo": ["fps", "format", "quality", "filename_prefix", "save_metadata", "bit_depth"],
     "LoadWanLatent": ["latent_file", "tensor_name"],
+    "WanDecodeToVideo": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk", "fps", "format", "quality",
+                         "filename_prefix", "save_metadata", "bit_depth", "save_latent"],
 }
-
-
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    """Import the pack as ComfyUI's load_custom_node does, with a decoy top-level `nodes` module on sys.path."""
-    decoy = tmp_path_factory.mktemp("decoy")
-    (decoy / "nodes.py").write_text("NODE_CLASS_MAPPINGS = {'Decoy': object}\nIMPORTED = True\n")
-    sys.path.insert(0, str(decoy))
-    try:
-        name = str(PACK).replace(".", "_x_")
-        spec = importlib.util.spec_from_file_location(name, PACK / "__init__.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(decoy))
-    module.host = sys.modules[f"{name}.nodes.comfy_host"]
-    module.lib = sys.modules[f"{name}.wan_vae"]
-    return module
 
 
 def test_the_entry_point_imported_as_a_bare_module_defines_no_nodes(monkeypatch):
@@ -55,22 +38,6 @@ def test_the_entry_point_imported_as_a_bare_module_defines_no_nodes(monkeypatch)
         assert module.__package__ == "" and module.WEB_DIRECTORY == "./web" and not hasattr(module, "NODE_CLASS_MAPPINGS")
     finally:
         sys.modules.pop("__init__", None)
-
-
-@pytest.fixture
-def folders(pack, tmp_path):
-    """Fallback ComfyUI folders with a (reduced, random-weight) Wan 2.1 VAE in models/vae."""
-    dirs = {k: tmp_path / k for k in ("vae", "input", "output")}
-    for d in dirs.values():
-        d.mkdir()
-    for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
-        write_vae_file(dirs["vae"] / name, version)
-    save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(dirs["vae"] / "sdxl_vae.safetensors"))
-    saved = dict(pack.host.FALLBACK_DIRS)
-    pack.host.FALLBACK_DIRS.update({k: str(v) for k, v in dirs.items()})
-    LoadLatentLikeComfyUI.input_dir = str(dirs["input"])
-    yield dirs
-    pack.host.FALLBACK_DIRS.update(saved)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -108,7 +75,7 @@ def test_node_contract(pack, folders, name):
     assert cls.CATEGORY == "Wan VAE" and len(cls.DESCRIPTION) > 40
     assert isinstance(cls.RETURN_TYPES, tuple) and callable(getattr(cls, cls.FUNCTION))
     assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES)
-    assert getattr(cls, "OUTPUT_NODE", False) == (name == "ExportVideo")
+    assert getattr(cls, "OUTPUT_NODE", False) == (name in ("ExportVideo", "WanDecodeToVideo"))
     types = cls.INPUT_TYPES()
     assert set(types) <= {"required", "optional", "hidden"}
     for input_name, spec in inputs_of(cls).items():
@@ -243,20 +210,25 @@ def test_progress_bar_moves_and_stop_ends_the_decode(pack, folders, monkeypatch)
 
     class Bar:
         def __init__(self, total):
-            self.updates = []
+            self.updates, self.previews = [], []
             bars.append(self)
 
-        def update_absolute(self, value, total=None):
+        def update_absolute(self, value, total=None, preview=None):
             self.updates.append((value, total))
+            if preview is not None:
+                self.previews.append(preview)
 
     monkeypatch.setattr(pack.host, "progress_bar", Bar)
     vae = load(pack, device="cpu")
     decode(pack, vae, latents("2.1", (1, 3, 6, 10)))
-    assert bars[-1].updates == [(1, 3), (2, 3), (3, 3)]
+    # progress after every chunk; the first frame shown at once, then at most one a second
+    assert [u for u in bars[-1].updates if u != (1, 3)] == [(2, 3), (3, 3)] and len(bars[-1].previews) <= 2
+    kind, image, size = bars[-1].previews[0]
+    assert kind == "JPEG" and image.size == (80, 48) and image.mode == "RGB" and size > 0
     monkeypatch.setattr(pack.host, "stop_requested", lambda: len(bars[-1].updates) >= 1)
     with pytest.raises(pack.lib.DecodeCancelled):
         decode(pack, vae, latents("2.1", (1, 3, 6, 10)))
-    assert bars[-1].updates == [(1, 3)]
+    assert set(bars[-1].updates) == {(1, 3)}  # stopped after the first chunk
 
 
 def test_out_of_memory_is_retried_once_with_tiles(pack, folders, monkeypatch, caplog):

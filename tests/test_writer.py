@@ -16,7 +16,8 @@ import torch
 
 from media import audio_duration, matroska_metadata, mp4_metadata, probe, psnr, read_frames
 from wan_vae import VideoWriteError
-from wan_vae.writer import FORMATS, frame_rate, write_video
+from wan_vae import writer
+from wan_vae.writer import FORMATS, available_formats, check_output, encoder_error, frame_rate, write_video
 
 
 def clip(n=9, h=64, w=96, seed=0) -> torch.Tensor:
@@ -49,6 +50,8 @@ FORMAT_FACTS = {  # codec, pixel format as ffmpeg reports it
     "ffv1-mkv": ("ffv1", "bgr0"),
     "gif": ("gif", "bgra"),
     "webp": ("webp_anim", "argb"),
+    "av1-mp4": ("av1", "yuv420p"),
+    "av1-webm": ("av1", "yuv420p"),
 }
 
 
@@ -101,6 +104,51 @@ def test_h264_default_quality_is_visually_lossless(tmp_path):
 
 def test_h264_10_bit(tmp_path):
     assert probe(write_video(clip(3), tmp_path / "out.mp4", fps=16, bit_depth=10))["pix_fmt"] == "yuv420p10le"
+
+
+@pytest.mark.parametrize("name", ["av1-mp4", "av1-webm", "h265-mp4"])
+def test_10_bit_av1_and_h265_from_floats(tmp_path, name):
+    path = write_video(clip(3), tmp_path / f"out{FORMATS[name].extension}", fps=16, format=name, bit_depth=10)
+    assert probe(path)["pix_fmt"] == "yuv420p10le"
+    levels = read_frames(path, rgb48=True)[..., 1] >> 6  # 10-bit green
+    assert (levels % 4 != 0).mean() > 0.3  # values between the 8-bit ones: the floats' precision, not 8-bit frames
+
+
+def test_10_bit_for_an_8_bit_format_is_refused_naming_those_that_have_it(tmp_path):
+    with pytest.raises(VideoWriteError, match=r"gif has no 10-bit form; choose bit_depth 8, or one of h264-mp4, .*av1-mp4"):
+        write_video(clip(2), tmp_path / "out.gif", fps=8, format="gif", bit_depth=10)
+    assert only(tmp_path) == []
+
+
+def fake_ffmpeg(tmp_path, code: int, message: str = "") -> str:
+    script = tmp_path / "ffmpeg"
+    script.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit {code}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_nvenc_is_offered_only_where_a_trial_encode_opens_it(tmp_path, monkeypatch):
+    """The detection, not the GPU: ffmpeg stands in as a script that can or cannot open the encoder."""
+    encoder_error.cache_clear()
+    monkeypatch.setattr(writer, "ffmpeg_exe", lambda: fake_ffmpeg(tmp_path, 0))
+    try:
+        assert encoder_error("h264_nvenc") is None
+        assert {"h264-nvenc-mp4", "h265-nvenc-mp4"} <= set(available_formats())
+        encoder_error.cache_clear()
+        reason = "[h264_nvenc @ 0x1] Cannot load libcuda.so.1"
+        monkeypatch.setattr(writer, "ffmpeg_exe", lambda: fake_ffmpeg(tmp_path, 1, reason))
+        formats = available_formats()
+        assert "h264-nvenc-mp4" not in formats and "h265-nvenc-mp4" not in formats and "av1-mp4" in formats
+        with pytest.raises(VideoWriteError, match=r"h264-nvenc-mp4 needs NVIDIA's hardware encoder \(h264_nvenc\), which ffmpeg "
+                                                  r"cannot open here: Cannot load libcuda.so.1. Choose h264-mp4"):  # fmt: skip
+            check_output(tmp_path / "out.mp4", 16, "h264-nvenc-mp4")
+    finally:
+        encoder_error.cache_clear()
+
+
+def test_nvenc_arguments(tmp_path):
+    assert FORMATS["h265-nvenc-mp4"].video_args(80, 10)[:2] == ["-c:v", "hevc_nvenc"]
+    assert "p010le" in FORMATS["h265-nvenc-mp4"].video_args(80, 10) and FORMATS["h264-nvenc-mp4"].bit_depths == (8,)
 
 
 def test_colours_survive_the_bt709_round_trip(tmp_path):

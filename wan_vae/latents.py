@@ -64,7 +64,13 @@ def write_latent_file(path, latent: torch.Tensor, metadata: Mapping[str, object]
     path = Path(os.fspath(path)).expanduser()
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {COMFY_KEY: latent.detach().cpu().contiguous(), COMFY_MARKER: torch.tensor([])}
-    save_file(tensors, str(path), metadata=meta or None)
+    partial = path.with_name(f".{path.name}.partial")  # a full disk leaves no truncated .latent behind
+    try:
+        save_file(tensors, str(partial), metadata=meta or None)
+        os.replace(partial, path)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise LatentError(f"Cannot save the latent as {path}: {e.strerror or e}.") from None
     return path
 
 

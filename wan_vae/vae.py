@@ -35,6 +35,7 @@ DEFAULT_FRAMES_PER_CHUNK = 1  # latent frames per decoder pass (4 output frames)
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+Preview = Callable[[torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class WanVAE:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
         devices=None,
+        preview: Preview | None = None,
     ) -> torch.Tensor:
         """Decode latents [B, C, T, h, w] (or [C, T, h, w]) to video, F = 1 + 4(T - 1) frames per latent video.
 
@@ -185,6 +187,8 @@ class WanVAE:
             same numbers; larger is faster on big devices, smaller uses less memory.
         progress(done, total): called after every decoded chunk of every tile.
         cancel(): checked before every chunk; returning True raises DecodeCancelled.
+        preview(frame): called after every decoded chunk with the newest frame [H, W, 3] in [0, 1] (with
+            tiles: the tiles decoded so far, the rest black), to show while decoding; throttle it yourself.
         devices: several devices (["cuda:0", "cuda:1"]) to spread the tiles and videos over, one copy of
             the weights on each (multidevice.py); the frames are those of one device. With
             tiling="auto" the frame gets at least one tile per device where it is large enough.
@@ -200,11 +204,12 @@ class WanVAE:
                           output_device, len(devices or ()))  # fmt: skip
         b = plan.latents.shape[0]
         device = torch.device(output_device) if output_device is not None else self.device
+        alloc = torch.zeros if preview is not None and len(plan.tiles) > 1 else torch.empty  # previews show unfilled tiles
         if layout == "video":
-            out = torch.empty(b, 3, plan.frames, plan.height, plan.width, dtype=self.dtype, device=device)
+            out = alloc(b, 3, plan.frames, plan.height, plan.width, dtype=self.dtype, device=device)
         else:
-            out = torch.empty(b * plan.frames, plan.height, plan.width, 3, dtype=torch.float32, device=device)
-        tracker = _Tracker(plan.steps, progress, cancel)
+            out = alloc(b * plan.frames, plan.height, plan.width, 3, dtype=torch.float32, device=device)
+        tracker = _Tracker(plan.steps, progress, cancel, preview)
         canvases = [_Canvas(out[i : i + 1] if layout == "video" else out[i * plan.frames : (i + 1) * plan.frames],
                             layout, self.spatial_scale) for i in range(b)]  # fmt: skip
         if devices is None:
@@ -259,6 +264,7 @@ class WanVAE:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
         devices=None,
+        preview: Preview | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the decoded video as consecutive chunks [N, H, W, 3] as soon as they are final.
 
@@ -274,8 +280,9 @@ class WanVAE:
         devices = self._devices(devices)
         plan = self._plan(latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, True,
                           output_device, len(devices or ()))  # fmt: skip
-        tracker = _Tracker(plan.steps, progress, cancel)
+        tracker = _Tracker(plan.steps, progress, cancel, preview)
         device = torch.device(output_device) if output_device is not None else self.device
+        alloc = torch.zeros if preview is not None and len(plan.tiles) > 1 else torch.empty
         workers = devices or [self.device]
         workspaces = [Workspace() for _ in workers]
         for i in range(plan.latents.shape[0]):
@@ -284,7 +291,7 @@ class WanVAE:
             states = [StreamState(workspaces[k % len(workers)]) for k in range(len(plan.tiles))]
             for t0, t1, mid in self._middles(plan, i, middle_state, tracker):
                 f0, f1 = _frame_range(t0, t1)
-                out = torch.empty(f1 - f0, plan.height, plan.width, 3, dtype=torch.float32, device=device)
+                out = alloc(f1 - f0, plan.height, plan.width, 3, dtype=torch.float32, device=device)
                 canvas = _Canvas(out, "images", self.spatial_scale, first_frame=f0)
                 work = [[functools.partial(WanVAE._up, plan=plan, k=k, mid=mid, t0=t0, t1=t1, state=states[k], canvas=canvas,
                                            tracker=tracker) for k in range(j, len(plan.tiles), len(workers))]
@@ -318,12 +325,12 @@ class WanVAE:
             piece = unpatchify(piece, self.config.patch_size)
             canvas.add(frame, tile, piece)
             frame += piece.shape[2]
-        tracker.advance(t1 - t0)
+        tracker.advance(t1 - t0, lambda: canvas.frame(frame - 1))
 
     def _plan(self, latents, normalized, tiling, tile_size, tile_overlap, frames_per_chunk, memory_budget, streaming,
               output_device, min_tiles=1, grid: tuple[int, int] | None = None) -> DecodePlan:  # fmt: skip
         """Check everything and decide the tiles; `grid` (rows, cols) overrides `tiling` (another process decided)."""
-        z = self._check_latents(latents)
+        z = self.check_latents(latents)
         _warn_if_slow_on_cpu(self.device, self.dtype)
         _check_frames_per_chunk(frames_per_chunk)
         if tiling not in TILING_MODES:
@@ -355,7 +362,8 @@ class WanVAE:
         windows = [None] if len(tiles) == 1 else [window(tile, h, w, radii, scales) for tile in tiles]
         return DecodePlan(z, tiles, windows, chunks, frames_per_chunk, _frame_range(0, t)[1], h * scale, w * scale)
 
-    def _check_latents(self, latents) -> torch.Tensor:
+    def check_latents(self, latents) -> torch.Tensor:
+        """Latents as [B, C, T, h, w], or LatentError saying what is wrong with them (shape, channels, NaN)."""
         if not isinstance(latents, torch.Tensor):
             raise LatentError(f"Latents must be a torch.Tensor, got {type(latents).__name__}.")
         z = latents.unsqueeze(0) if latents.dim() == 4 else latents
@@ -516,23 +524,33 @@ class _Canvas:
         else:
             self.out[f : f + n, y : y + h, x : x + w] = piece[0].permute(1, 2, 3, 0).add(1).mul_(0.5).clamp_(0.0, 1.0)
 
+    def frame(self, frame: int) -> torch.Tensor:
+        """Frame `frame` of the video as [H, W, 3] in [0, 1] (a view in the "images" layout)."""
+        f = frame - self.first_frame
+        if self.layout == "video":
+            return self.out[0, :, f].permute(1, 2, 0).float().add(1).mul_(0.5)
+        return self.out[f]
+
 
 class _Tracker:
-    """Progress reporting and cancellation between chunks."""
+    """Progress reporting, previews and cancellation between chunks."""
 
-    def __init__(self, total: int, progress: Progress | None, cancel: Cancel | None) -> None:
-        self.total, self.done, self.progress, self.cancel = total, 0, progress, cancel
+    def __init__(self, total: int, progress: Progress | None, cancel: Cancel | None, preview: Preview | None = None) -> None:
+        self.total, self.done, self.progress, self.cancel, self.preview = total, 0, progress, cancel, preview
         self._lock = threading.Lock()  # several devices report from their own threads
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
             raise DecodeCancelled(f"Cancelled after {self.done} of {self.total} steps.")
 
-    def advance(self, steps: int) -> None:
+    def advance(self, steps: int, newest: Callable[[], torch.Tensor] | None = None) -> None:
+        """`steps` more done; `newest()` gives the newest decoded frame, for the preview."""
         with self._lock:
             self.done += steps
             if self.progress is not None:
                 self.progress(self.done, self.total)
+            if self.preview is not None and newest is not None:
+                self.preview(newest())
 
 
 def default_dtype(device) -> torch.dtype:

@@ -19,6 +19,7 @@ back when the file is dropped on it: MP4/MOV `udta/meta/keys+ilst` with the inde
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -58,6 +59,8 @@ class VideoFormat:
     tags: str | None = None  # "mov" (udta/meta/keys+ilst) or "matroska" (SimpleTags)
     sequence: bool = False  # a folder of numbered images
     yuv: bool = True  # converted to YUV with the BT.709 matrix
+    browser: bool = False  # plays inline in a browser
+    hardware: str | None = None  # an encoder that needs a device (NVENC): offered only where ffmpeg can open it
     extra: tuple[str, ...] = field(default=())
 
     def video_args(self, quality: int, bit_depth: int) -> list[str]:
@@ -86,21 +89,67 @@ _CODEC_ARGS = {
     "webp": lambda q, b: ["-c:v", "libwebp_anim", "-loop", "0", "-compression_level", "4"]
                          + (["-lossless", "1", "-pix_fmt", "bgra"] if q >= 100 else ["-quality", str(q), "-pix_fmt", "yuv420p"]),
     "png": lambda q, b: ["-c:v", "png", "-pix_fmt", "rgb48be" if b == 10 else "rgb24"],
+    # SVT-AV1 crf 31 at q = 80 (its own default is 35); NVENC's constant-quality scale is x264's.
+    "av1-mp4": lambda q, b: _svtav1(q, b),
+    "av1-webm": lambda q, b: _svtav1(q, b),
+    "h264-nvenc-mp4": lambda q, b: ["-c:v", "h264_nvenc", "-preset", "p5", "-tune", "hq", "-rc", "vbr", "-cq",
+                                    _crf(51, 0.4, q), "-b:v", "0", "-pix_fmt", "yuv420p"],
+    "h265-nvenc-mp4": lambda q, b: ["-c:v", "hevc_nvenc", "-preset", "p5", "-tune", "hq", "-rc", "vbr", "-cq",
+                                    _crf(51, 0.4, q), "-b:v", "0", "-tag:v", "hvc1", "-pix_fmt", "p010le" if b == 10 else "yuv420p"],
 }  # fmt: skip
+
+
+def _svtav1(quality: int, bit_depth: int) -> list[str]:
+    return ["-c:v", "libsvtav1", "-crf", _crf(63, 0.4, quality), "-preset", "8",
+            "-pix_fmt", "yuv420p10le" if bit_depth == 10 else "yuv420p"]  # fmt: skip
 
 FORMATS = {
     f.name: f
     for f in (
-        VideoFormat("h264-mp4", ".mp4", "mp4", "H.264 MP4: plays everywhere, browsers included", (8, 10), True, "aac", "mov"),
-        VideoFormat("h265-mp4", ".mp4", "mp4", "H.265/HEVC MP4 (hvc1): smaller files, Apple players", (8, 10), True, "aac", "mov"),
-        VideoFormat("vp9-webm", ".webm", "webm", "VP9 WebM: open format, browsers", (8, 10), False, "libopus", "matroska"),
+        VideoFormat("h264-mp4", ".mp4", "mp4", "H.264 MP4: plays everywhere, browsers included", (8, 10), True, "aac", "mov",
+                    browser=True),
+        VideoFormat("h265-mp4", ".mp4", "mp4", "H.265/HEVC MP4 (hvc1): smaller files, Apple players", (8, 10), True, "aac", "mov",
+                    browser=True),
+        VideoFormat("vp9-webm", ".webm", "webm", "VP9 WebM: open format, browsers", (8, 10), False, "libopus", "matroska",
+                    browser=True),
         VideoFormat("prores-mov", ".mov", "mov", "ProRes 422 MOV (10-bit) for editors", (10,), False, "aac", "mov"),
         VideoFormat("ffv1-mkv", ".mkv", "matroska", "FFV1 MKV: lossless RGB", (8, 10), False, "libopus", "matroska", yuv=False),
-        VideoFormat("gif", ".gif", "gif", "Animated GIF, palette per frame", yuv=False),
-        VideoFormat("webp", ".webp", "webp", "Animated WebP (quality 100: lossless)", yuv=False),
+        VideoFormat("gif", ".gif", "gif", "Animated GIF, palette per frame", yuv=False, browser=True),
+        VideoFormat("webp", ".webp", "webp", "Animated WebP (quality 100: lossless)", yuv=False, browser=True),
         VideoFormat("png", "", "image2", "PNG frame sequence in a folder (bit_depth 10: 16-bit PNG)", (8, 10), yuv=False, sequence=True),
+        VideoFormat("av1-mp4", ".mp4", "mp4", "AV1 MP4 (SVT-AV1): smaller than H.265, recent browsers and players", (8, 10), True,
+                    "aac", "mov", browser=True),
+        VideoFormat("av1-webm", ".webm", "webm", "AV1 WebM (SVT-AV1): open format, recent browsers", (8, 10), True, "libopus",
+                    "matroska", browser=True),
+        VideoFormat("h264-nvenc-mp4", ".mp4", "mp4", "H.264 MP4 on the NVIDIA GPU's encoder (NVENC): fast, larger files", (8,),
+                    True, "aac", "mov", browser=True, hardware="h264_nvenc"),
+        VideoFormat("h265-nvenc-mp4", ".mp4", "mp4", "H.265 MP4 on the NVIDIA GPU's encoder (NVENC)", (8, 10), True, "aac", "mov",
+                    browser=True, hardware="hevc_nvenc"),
     )
 }
+
+
+def available_formats() -> list[str]:
+    """The formats this machine can write: all but the hardware encoders ffmpeg cannot open here."""
+    return [name for name, fmt in FORMATS.items() if fmt.hardware is None or encoder_error(fmt.hardware) is None]
+
+
+@functools.cache
+def encoder_error(encoder: str) -> str | None:
+    """None if ffmpeg can open `encoder` (tried once per process on a tiny clip), else ffmpeg's reason.
+
+    Whether a hardware encoder works depends on the driver and the GPU, which only opening it tells.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=black:size=256x256:rate=25",
+           "-frames:v", "2", "-c:v", encoder, "-f", "null", "-"]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    return (lines[0] if lines else f"ffmpeg exited with {proc.returncode}").split("] ", 1)[-1]
 
 
 def ffmpeg_exe() -> str:
@@ -232,8 +281,8 @@ def _write_ffmetadata(path: Path, metadata: Mapping[str, object]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _write_audio(path: Path, audio: Mapping) -> tuple[int, int]:
-    """ComfyUI AUDIO {"waveform": [B, C, S], "sample_rate": int} -> raw interleaved f32le; (rate, channels)."""
+def _audio_samples(audio: Mapping) -> tuple[torch.Tensor, int]:
+    """ComfyUI AUDIO {"waveform": [B, C, S], "sample_rate": int} -> (checked [channels, samples] float32, rate)."""
     try:
         waveform, rate = audio["waveform"], int(audio["sample_rate"])
     except (KeyError, TypeError, ValueError):
@@ -249,6 +298,12 @@ def _write_audio(path: Path, audio: Mapping) -> tuple[int, int]:
         raise VideoWriteError(f"audio waveform must be [batch, channels (1-8), samples] with a positive sample rate; got {list(torch.as_tensor(waveform).shape)} at {rate} Hz.")
     if not torch.isfinite(w).all():
         raise VideoWriteError("The audio contains NaN or infinite samples.")
+    return w, rate
+
+
+def _write_audio(path: Path, audio: Mapping) -> tuple[int, int]:
+    """The audio as raw interleaved f32le in `path`; (rate, channels)."""
+    w, rate = _audio_samples(audio)
     w.t().contiguous().numpy().astype("<f4").tofile(path)
     return rate, w.shape[0]
 
@@ -271,9 +326,11 @@ def read_audio_file(path, sample_rate: int = 48000) -> dict:
 
 
 def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None = None, overwrite: bool = False,
-                 bit_depth: int = 8) -> tuple[VideoFormat, int, int, Fraction, Path]:  # fmt: skip
+                 bit_depth: int = 8, audio: Mapping | None = None) -> tuple[VideoFormat, int, int, Fraction, Path]:  # fmt: skip
     """What `write_video` checks before it reads any frame, for callers that must know before decoding:
     (format, quality, bit depth, exact frame rate, target path), or VideoWriteError."""
+    if audio is not None:
+        _audio_samples(audio)
     fmt = FORMATS.get(format)
     if fmt is None:
         raise VideoWriteError(f"Unknown format {format!r}; choose one of: {', '.join(FORMATS)}.")
@@ -282,6 +339,12 @@ def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None
         raise VideoWriteError(f"quality must be a whole number from 0 to 100, got {quality!r}.")
     if bit_depth not in (8, 10):
         raise VideoWriteError(f"bit_depth must be 8 or 10, got {bit_depth!r}.")
+    if bit_depth > max(fmt.bit_depths):
+        deep = [name for name, f in FORMATS.items() if max(f.bit_depths) >= bit_depth]
+        raise VideoWriteError(f"{fmt.name} has no {bit_depth}-bit form; choose bit_depth 8, or one of {', '.join(deep)}.")
+    if fmt.hardware is not None and (reason := encoder_error(fmt.hardware)) is not None:
+        raise VideoWriteError(f"{fmt.name} needs NVIDIA's hardware encoder ({fmt.hardware}), which ffmpeg cannot open here: "
+                              f"{reason}. Choose {fmt.name.replace('-nvenc', '')}, the same codec on the CPU.")  # fmt: skip
     if bit_depth not in fmt.bit_depths:
         log.info("write_video: %s is %s-bit only; writing it so", fmt.name, "/".join(map(str, fmt.bit_depths)))
         bit_depth = fmt.bit_depths[-1]

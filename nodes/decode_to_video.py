@@ -1,0 +1,76 @@
+"""WanDecodeToVideo: Wan latents decoded straight into a video file, chunk by chunk: memory does not grow with length.
+
+The decode of Wan Decode Latents (decode.py) streamed into the writer of Export Video (export.py); no tensor
+of the whole video exists. The latent is saved beside the video first, so a stopped or failed run loses nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..wan_vae import WanVAEError, write_video
+from ..wan_vae.latents import write_latent_file
+from . import comfy_host
+from .decode import DECODE_INPUTS, run_decode, video_latents
+from .export import EXPORT_INPUTS, EXPORT_OPTIONAL, HIDDEN, choose_output, saved
+from .load_vae import CATEGORY
+
+
+class WanDecodeToVideo:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Decodes Wan video latents straight into a video file, a few frames at a time: memory stays the same for "
+        "80 frames or 8,000, where Wan Decode Latents -> Export Video holds every frame (11 MB per 720p frame). The "
+        "same exact decode (tiles, chunks) and the same formats as Export Video. The latent is saved beside the video "
+        "first (wan_00001_.latent), so a run that is stopped or fails can be decoded again from Load Latent."
+    )
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("Full path of the saved video (a folder for PNG frames).",)
+    FUNCTION = "decode_to_video"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        optional = dict(EXPORT_OPTIONAL)
+        optional["save_latent"] = ("BOOLEAN", {"default": True, "tooltip": (
+            "Save the latent beside the video (wan_00001_.latent, before decoding), so that a decode that is stopped "
+            "or fails can be redone: copy it to ComfyUI/input and load it with Load Latent.")})  # fmt: skip
+        return {"required": DECODE_INPUTS | EXPORT_INPUTS, "optional": optional, "hidden": dict(HIDDEN)}
+
+    def decode_to_video(self, vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, fps, format,
+                        quality, filename_prefix, save_metadata, audio=None, bit_depth=8, save_latent=True, prompt=None,
+                        extra_pnginfo=None):  # fmt: skip
+        wan = vae.vae
+        latents = video_latents(samples)
+        wan.check_latents(latents)  # the plain message for wrong latents, before anything is written
+        b, t = latents.shape[0], latents.shape[2]
+        width, height = latents.shape[-1] * wan.spatial_scale, latents.shape[-2] * wan.spatial_scale
+        out = choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
+                            extra_pnginfo, siblings=(".latent",) if save_latent else ())  # fmt: skip
+        latent_file = None
+        if save_latent:
+            latent_file = write_latent_file(out.sibling(".latent"), samples["samples"], out.metadata)
+
+        def work(wan, latents, options):
+            frames = wan.decode_frames(latents, dtype=torch.float32 if bit_depth > 8 else torch.uint8, **options)
+            return write_video(frames, out.path, fps, format=format, quality=quality, audio=audio, metadata=out.metadata,
+                               bit_depth=bit_depth)  # fmt: skip
+
+        try:
+            run_decode(vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, work)
+        except Exception as error:
+            if latent_file is None:
+                raise
+            kept = (f"No video was saved; the latent is kept in {latent_file}: copy it to ComfyUI/input and decode it "
+                    "again with Load Latent -> Wan Decode to Video.")  # fmt: skip
+            if comfy_host.is_stop(error):
+                comfy_host.notify(f"Stopped. {kept}")
+                raise
+            if isinstance(error, WanVAEError):
+                raise type(error)(f"{error} {kept}") from error
+            error.add_note(kept)
+            comfy_host.notify(kept, "warn")
+            raise
+        extra = {"latent": latent_file.name} if latent_file else {}
+        return saved(out, b * (1 + 4 * (t - 1)), width, height, fps, **extra)

@@ -1,0 +1,49 @@
+"""Fixtures for the node tests: the pack imported the way ComfyUI imports it, and ComfyUI's folders."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from comfy_graph import LoadLatentLikeComfyUI
+from reference import write_vae_file
+
+PACK = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pack(tmp_path_factory):
+    """Import the pack as ComfyUI's load_custom_node does, with a decoy top-level `nodes` module on sys.path."""
+    decoy = tmp_path_factory.mktemp("decoy")
+    (decoy / "nodes.py").write_text("NODE_CLASS_MAPPINGS = {'Decoy': object}\nIMPORTED = True\n")
+    sys.path.insert(0, str(decoy))
+    try:
+        name = str(PACK).replace(".", "_x_")
+        spec = importlib.util.spec_from_file_location(name, PACK / "__init__.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(decoy))
+    module.host = sys.modules[f"{name}.nodes.comfy_host"]
+    module.lib = sys.modules[f"{name}.wan_vae"]
+    return module
+
+
+@pytest.fixture
+def folders(pack, tmp_path):
+    """Fallback ComfyUI folders with a (reduced, random-weight) Wan 2.1 VAE in models/vae."""
+    dirs = {k: tmp_path / k for k in ("vae", "input", "output")}
+    for d in dirs.values():
+        d.mkdir()
+    for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
+        write_vae_file(dirs["vae"] / name, version)
+    save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(dirs["vae"] / "sdxl_vae.safetensors"))
+    saved = dict(pack.host.FALLBACK_DIRS)
+    pack.host.FALLBACK_DIRS.update({k: str(v) for k, v in dirs.items()})
+    LoadLatentLikeComfyUI.input_dir = str(dirs["input"])
+    yield dirs
+    pack.host.FALLBACK_DIRS.update(saved)
