@@ -119,13 +119,11 @@ def saved(out: Output, frames: int, width: int, height: int, fps: float, **extra
     info = {"filename": out.name, "subfolder": out.subfolder, "type": "output", "format": out.format, "frames": frames,
             "width": width, "height": height, "fps": fps, "duration": frames / fps, "bytes": _size(out.path),
             "playable": fmt.browser} | extra  # fmt: skip
+    if fmt.sequence:
+        info["first_frame"] = f"{out.name}/frame_00001.png"
+    # Only our own key: web/export_video_preview.js is the one preview on the node. Sent as `images`/`animated`,
+    # ComfyUI's player covered it, showed GIFs as broken videos and kept stale pictures (see that file).
     ui = {"wan_video": [info]}
-    if fmt.browser:  # the stock front end shows these on the node
-        ui |= {"images": [{"filename": out.name, "subfolder": out.subfolder, "type": "output"}], "animated": (True,)}
-    elif fmt.sequence:
-        first = f"{out.name}/frame_00001.png"
-        ui |= {"images": [{"filename": "frame_00001.png", "subfolder": f"{out.subfolder}/{out.name}".strip("/"), "type": "output"}]}
-        info["first_frame"] = first
     return {"ui": ui, "result": (str(out.path),)}
 
 

@@ -134,8 +134,10 @@ def test_the_api_examples_run_end_to_end_to_a_real_mp4(pack, folders, stem, vers
     info = probe(path)
     scale = CONFIGS[version].spatial_scale
     assert info["frames"] == 9 and (info["width"], info["height"]) == (10 * scale, 6 * scale)
-    assert ui["images"] == [{"filename": "wan_00001_.mp4", "subfolder": "WanVideo", "type": "output"}] and ui["animated"] == (True,)
-    assert ui["wan_video"][0]["frames"] == 9 and ui["wan_video"][0]["bytes"] == Path(path).stat().st_size
+    assert set(ui) == {"wan_video"}  # the pack's preview only: ComfyUI's own would draw over it (web/)
+    saved = ui["wan_video"][0]
+    assert (saved["filename"], saved["subfolder"], saved["type"], saved["playable"]) == ("wan_00001_.mp4", "WanVideo", "output", True)
+    assert saved["frames"] == 9 and saved["bytes"] == Path(path).stat().st_size
     assert mp4_metadata(path) == {"prompt": workflow, "workflow": ui_workflow}
 
 
@@ -290,9 +292,10 @@ def test_export_embeds_prompt_and_workflow_unless_told_not_to(pack, folders):
 
 def test_export_ui_for_formats_a_browser_cannot_play(pack, folders):
     out = export(pack, torch.rand(3, 16, 16, 3), format="prores-mov")
-    assert "images" not in out["ui"] and out["ui"]["wan_video"][0]["playable"] is False
+    assert out["ui"]["wan_video"][0]["playable"] is False and "first_frame" not in out["ui"]["wan_video"][0]
     out = export(pack, torch.rand(3, 16, 16, 3), format="png")
-    assert out["ui"]["images"] == [{"filename": "frame_00001.png", "subfolder": "WanVideo/wan_00002_", "type": "output"}]  # one counter for every extension, as in ComfyUI
+    saved = out["ui"]["wan_video"][0]
+    assert (saved["filename"], saved["first_frame"]) == ("wan_00002_", "wan_00002_/frame_00001.png")  # one counter for every extension
 
 
 def test_export_with_audio(pack, folders):

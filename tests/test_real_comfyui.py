@@ -27,6 +27,8 @@ COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run against real ComfyUI")
 PACK = Path(__file__).resolve().parents[1]
 PACK_NAME = "ComfyUI-WanVAE"
+# COMFYUI_FRONT_END_ROOT: another front end than the pinned one (the `static` folder of a comfyui-frontend-package)
+FRONT_END_ARGS = ["--front-end-root", os.environ["COMFYUI_FRONT_END_ROOT"]] if os.environ.get("COMFYUI_FRONT_END_ROOT") else []
 
 
 def _http(url, body=None, timeout=30):
@@ -53,7 +55,7 @@ def comfy(tmp_path_factory):
     log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen(
         [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--base-directory", str(base), "--disable-auto-launch"],
+         "--base-directory", str(base), "--disable-auto-launch", *FRONT_END_ARGS],
         cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="1"),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -68,7 +70,7 @@ def comfy(tmp_path_factory):
                 pass
             assert time.time() < deadline, "ComfyUI did not start in 300 s"
             time.sleep(0.5)
-        yield {"url": url, "base": base}
+        yield {"url": url, "base": base, "pid": proc.pid}
     finally:
         proc.terminate()
         try:
@@ -97,7 +99,7 @@ def _run(comfy, workflow, ui_workflow=None, timeout=600):
 def test_comfyui_registers_the_pack_s_nodes(comfy):
     _, info = _http(f"{comfy['url']}/object_info")
     ours = {name: node for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
-    assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent"}
+    assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo"}
     assert ours["ExportVideo"]["output_node"] and ours["WanDecodeLatents"]["category"] == "Wan VAE"
     assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_vae.safetensors"]
     log = (comfy["base"] / "comfyui.log").read_text()
@@ -116,7 +118,7 @@ def test_the_example_workflows_run_and_save_a_video_with_the_workflow(comfy, ste
     saved = entry["outputs"]["4"]["wan_video"][0]
     path = comfy["base"] / "output" / saved["subfolder"] / saved["filename"]
     assert probe(path)["frames"] == 9 and saved["frames"] == 9
-    assert entry["outputs"]["4"]["images"][0]["filename"] == saved["filename"]
+    assert set(entry["outputs"]["4"]) == {"wan_video"}
     embedded = mp4_metadata(path)
     assert embedded["workflow"] == ui_workflow
     # ComfyUI hands the node its own copy of the prompt (with e.g. an is_changed hash added to LoadLatent).
@@ -142,3 +144,52 @@ def test_a_latent_for_the_other_vae_fails_with_the_library_message(comfy):
     assert entry["status"]["status_str"] == "error"
     messages = json.dumps(entry["status"]["messages"])
     assert "Wan 2.2 TI2V-5B latents need the Wan 2.2 VAE" in messages
+
+
+def test_wan_decode_to_video_saves_the_video_and_the_latent(comfy):
+    workflow = json.loads((PACK / "tests" / "workflows" / "wan21_long_video.api.json").read_text())
+    write_latent_file(comfy["base"] / "input" / workflow["1"]["inputs"]["latent"], latents("2.1", (1, 3, 6, 10)))
+    status, entry = _run(comfy, workflow)
+    assert status == 200 and entry["status"]["status_str"] == "success", entry["status"]
+    saved = entry["outputs"]["3"]["wan_video"][0]
+    folder = comfy["base"] / "output" / saved["subfolder"]
+    assert probe(folder / saved["filename"])["frames"] == 9 == saved["frames"]
+    assert (folder / saved["latent"]).is_file() and saved["latent"] == saved["filename"].replace(".mp4", ".latent")
+
+
+def _peak_rss_mb(pid: int, run) -> float:
+    """The server's peak resident memory while `run()` runs (the kernel's high-water mark, reset first)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    run()
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")
+def test_long_videos_decode_to_the_file_in_flat_memory(comfy):
+    """64 and 512 latent frames (253 and 2,045 frames) at 64x64 through Wan Decode to Video: the server's peak grows
+    by at most 10 %; the same 2,045 frames through Wan Decode Latents -> Export Video are printed beside it."""
+    stream = json.loads((PACK / "tests" / "workflows" / "wan21_long_video.api.json").read_text())
+    stream["3"]["inputs"] |= {"tiling": "off", "save_latent": False}
+    whole = json.loads((PACK / "tests" / "workflows" / "wan21_latent_to_video.api.json").read_text())
+    whole["3"]["inputs"]["tiling"] = "off"
+    peaks = {}
+    for t in (64, 512):
+        name = f"long_{t}.latent"
+        write_latent_file(comfy["base"] / "input" / name, latents("2.1", (1, t, 8, 8), seed=t))
+        for label, workflow, out in (("Wan Decode to Video", stream, "3"), ("Wan Decode Latents -> Export Video", whole, "4")):
+            if t == 64 and out == "4":
+                continue
+            workflow["1"]["inputs"]["latent"] = name
+            result = {}
+            peaks[label, t] = _peak_rss_mb(comfy["pid"], lambda: result.update(entry=_run(comfy, workflow, timeout=1800)[1]))
+            entry = result["entry"]
+            assert entry["status"]["status_str"] == "success", entry["status"]
+            saved = entry["outputs"][out]["wan_video"][0]
+            assert probe(comfy["base"] / "output" / saved["subfolder"] / saved["filename"])["frames"] == 1 + 4 * (t - 1)
+    print("\n| graph | latent frames | frames | server peak RSS MB |\n|---|---|---|---|")
+    for (label, t), mb in peaks.items():
+        print(f"| {label} | {t} | {1 + 4 * (t - 1)} | {mb:.0f} |")
+    growth = peaks["Wan Decode to Video", 512] / peaks["Wan Decode to Video", 64]
+    print(f"Wan Decode to Video, 512 vs 64 latent frames: {growth:.3f}x")
+    assert growth <= 1.10

@@ -1,13 +1,17 @@
-// Export Video node: what was saved (size, frames, duration, file size, download link), kept with the workflow.
+// Export Video and Wan Decode to Video: the saved video on the node (player, size, frames, duration, file size,
+// download link), kept with the workflow.
 //
-// After a run ComfyUI's own preview shows the video; this adds the facts and a download link under it.
-// The last saved file is kept in node.properties, so after reloading the workflow (when ComfyUI has no
-// preview any more) this shows a player of its own. Only current front-end APIs: app, api, addDOMWidget.
+// The nodes send only `wan_video` (no `images`/`animated`), so this is the one preview on the node in every
+// front end: ComfyUI's own player covered our link in the classic view, showed a GIF sent as `animated` as a
+// broken video, and kept the previous run's picture after a run without one. The last saved file is kept in
+// node.properties (marking the workflow changed, so it is saved and restored), and drawn again after a reload.
+// Only current front-end APIs: app, api, addDOMWidget, the canvas's change events.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const NODE = "ExportVideo";
+const NODES = ["ExportVideo", "WanDecodeToVideo"];
 const WIDGET = "wan_video_preview";
+const IMAGE_FORMATS = ["gif", "webp"]; // animated images: an <img> plays them
 
 function viewUrl(info, filename = info.filename, subfolder = info.subfolder) {
   const query = new URLSearchParams({ filename, subfolder: subfolder ?? "", type: info.type ?? "output" });
@@ -41,7 +45,7 @@ function player(info) {
     return img;
   }
   if (!info.playable) return null;
-  if (info.format === "gif" || info.format === "webp") {
+  if (IMAGE_FORMATS.includes(info.format)) {
     const img = document.createElement("img");
     img.src = viewUrl(info);
     return img;
@@ -52,34 +56,70 @@ function player(info) {
   return video;
 }
 
-function render(node, info, withPlayer) {
+function render(node, info) {
   let widget = node.widgets?.find((w) => w.name === WIDGET);
   if (!widget) {
     if (typeof node.addDOMWidget !== "function") return; // a front end without DOM widgets
     const box = document.createElement("div");
-    box.style.cssText = "display:flex;flex-direction:column;gap:4px;font:12px sans-serif;color:var(--input-text,#ddd)";
-    widget = node.addDOMWidget(WIDGET, WIDGET, box, { serialize: false, hideOnZoom: false, getMinHeight: () => 24 });
+    box.style.cssText =
+      "display:flex;flex-direction:column;gap:4px;font:12px sans-serif;color:var(--input-text,#ddd);overflow:hidden";
+    widget = node.addDOMWidget(WIDGET, WIDGET, box, {
+      serialize: false,
+      hideOnZoom: false,
+      getMinHeight: () => widget.wanMinHeight ?? 40,
+    });
   }
   const box = widget.element;
   box.replaceChildren();
-  const media = withPlayer ? player(info) : null;
+  const media = player(info);
   if (media) {
-    media.style.cssText = "width:100%;max-height:320px;object-fit:contain;border-radius:4px";
+    media.style.cssText = "width:100%;min-height:0;flex:1 1 auto;object-fit:contain;border-radius:4px";
+    media.title = info.filename;
     box.appendChild(media);
   }
   const line = document.createElement("div");
-  line.textContent = describe(info) + (info.playable || info.first_frame ? "" : " (not playable in a browser)");
+  line.textContent = describe(info) + (media ? "" : " (not playable in a browser)");
+  if (info.latent) line.textContent += ` · latent: ${info.latent}`;
   const link = document.createElement("a");
   Object.assign(link, { href: viewUrl(info), download: info.filename, textContent: `Download ${info.filename}` });
-  link.style.color = "var(--descrip-text,#8af)";
+  link.style.cssText = "color:var(--descrip-text,#8af);flex:none";
+  line.style.flex = "none";
   box.append(line, link);
+  // Room for the player at the video's aspect ratio and the two lines under it; the node grows to fit.
+  const width = Math.max(node.size?.[0] ?? 360, 360) - 20;
+  widget.wanMinHeight = 48 + (media ? Math.min(360, Math.round((width * info.height) / Math.max(info.width, 1))) : 0);
+  const wanted = node.computeSize?.();
+  if (wanted && node.setSize && wanted[1] > node.size[1]) node.setSize([node.size[0], wanted[1]]);
   node.setDirtyCanvas?.(true, true);
+}
+
+function markChanged() {
+  // What the front end's own edits do: its change tracker compares the graph before and after, marks the
+  // workflow modified and keeps the new state (so a reload restores it).
+  const canvas = app.canvas;
+  if (typeof canvas?.emitBeforeChange === "function" && typeof canvas?.emitAfterChange === "function") {
+    canvas.emitBeforeChange();
+    canvas.emitAfterChange();
+  } else {
+    app.graph?.change?.();
+  }
+}
+
+function notice(event) {
+  const { text, severity } = event.detail ?? {};
+  if (!text) return;
+  const toast = app.extensionManager?.toast;
+  if (toast?.add) toast.add({ severity: severity === "warn" ? "warn" : "info", summary: "Wan VAE", detail: text, life: 15000 });
+  else console.info(`Wan VAE: ${text}`);
 }
 
 app.registerExtension({
   name: "WanVAE.ExportVideoPreview",
+  setup() {
+    api.addEventListener("wan_vae.notice", notice);
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== NODE) return;
+    if (!NODES.includes(nodeData?.name)) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
@@ -87,11 +127,12 @@ app.registerExtension({
       if (!info) return;
       this.properties = this.properties ?? {};
       this.properties.wan_video = info; // saved with the workflow
-      render(this, info, false); // ComfyUI's own preview shows the video now; add the facts under it
+      render(this, info);
+      markChanged();
     };
   },
   loadedGraphNode(node) {
-    const info = node.type === NODE ? node.properties?.wan_video : null;
-    if (info) render(node, info, true); // ComfyUI's preview is gone after a reload: show our own
+    const info = NODES.includes(node.type) ? node.properties?.wan_video : null;
+    if (info) render(node, info);
   },
 });

@@ -1,0 +1,126 @@
+"""Opt-in: the nodes' preview in the real ComfyUI front end, in headless Chromium (classic and "Nodes 2.0" views).
+
+    COMFYUI_PATH=/path/to/ComfyUI [COMFYUI_PYTHON=...] [COMFYUI_FRONT_END_ROOT=.../static] [CHROMIUM=/usr/bin/chromium] \\
+        python -m pytest tests/test_frontend.py
+
+Needs Python playwright (no browser download: it drives the system's Chromium). A GIF shows as a picture, a
+format no browser plays leaves no stale picture, the download link is not covered, and the player survives a
+reload right after a run (the saved-file info marks the workflow changed, so the front end keeps it).
+"""
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from reference import latents
+from test_real_comfyui import PACK, _http, comfy  # noqa: F401  (comfy: the server fixture)
+from wan_vae.latents import write_latent_file
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs Python playwright")
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/lib/chromium/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (set CHROMIUM)")
+
+NODES_2_FROM = (1, 58)  # the "Nodes 2.0" view is checked from this front end on (the pinned 1.27 has a beta of it)
+# The node's preview as the page shows it: media element, its state, the text, and whether the link is on top.
+PREVIEW = """() => {
+  const node = app.graph._nodes.find((n) => n.type === "ExportVideo");
+  const widget = node?.widgets?.find((w) => w.name === "wan_video_preview");
+  const box = widget?.element;
+  if (!box || !box.isConnected) return null;
+  const media = box.querySelector("img, video");
+  const link = box.querySelector("a");
+  const r = link.getBoundingClientRect();
+  const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return {
+    media: media ? media.tagName.toLowerCase() : null,
+    src: media ? media.src : null,
+    loaded: media ? (media.tagName === "IMG" ? media.complete && media.naturalWidth > 0 : media.readyState >= 1) : null,
+    text: box.innerText,
+    link_on_top: top === link || link.contains(top),
+    page_text: document.body.innerText,
+  };
+}"""
+
+
+def _history_count(url):
+    return len(_http(f"{url}/history")[1])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+def _open(browser, url, vue: bool):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.wait_for_function("window.app && window.app.graph && window.app.vueAppReady", timeout=120_000)
+    page.wait_for_timeout(1000)
+    for _ in range(4):  # start-up dialogs (the template browser of a first start)
+        if not page.evaluate("() => [...document.querySelectorAll('[role=dialog]')].some((d) => d.getClientRects().length)"):
+            break
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(400)
+    if vue:
+        version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || '0'")
+        if tuple(map(int, version.split(".")[:2])) < NODES_2_FROM:
+            page.close()
+            pytest.skip(f"front end {version}: its Nodes 2.0 beta draws the previous graph's nodes over a loaded one")
+    page.evaluate("(on) => app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on)", vue)
+    return page
+
+
+def _queue(page, url):
+    before = _history_count(url)
+    page.evaluate("app.queuePrompt(0, 1)")
+    deadline = time.time() + 300
+    while _history_count(url) == before:
+        assert time.time() < deadline, "the run did not finish"
+        time.sleep(0.5)
+    page.wait_for_timeout(1500)  # the executed message, then the media loading
+
+
+def _set_format(page, fmt):
+    page.evaluate("""(fmt) => { const n = app.graph._nodes.find((n) => n.type === "ExportVideo");
+        n.widgets.find((w) => w.name === "format").value = fmt; }""", fmt)
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
+def test_gif_preview_stale_pictures_and_reload(comfy, browser, vue, tmp_path):
+    url = comfy["url"]
+    write_latent_file(comfy["base"] / "input" / "wan_t2v_00001_.latent", latents("2.1", (1, 3, 6, 10)))
+    workflow = json.loads((PACK / "example_workflows" / "wan21_latent_to_video.json").read_text())
+    for node in workflow["nodes"]:
+        if node["type"] == "ExportVideo":
+            node["widgets_values"][1] = "gif"
+    page = _open(browser, url, vue)
+    page.evaluate("(wf) => app.loadGraphData(wf, true, true, 'frontend-test')", workflow)
+    page.wait_for_timeout(1000)
+
+    _queue(page, url)
+    shown = page.evaluate(PREVIEW)
+    page.screenshot(path=str(tmp_path / "gif.png"))
+    assert shown and shown["media"] == "img" and ".gif" in shown["src"] and shown["loaded"], shown
+    assert shown["link_on_top"], "the download link is covered"
+    assert "failed to load" not in shown["page_text"].lower() and "invalid url" not in shown["page_text"].lower()
+
+    _set_format(page, "prores-mov")
+    _queue(page, url)
+    shown = page.evaluate(PREVIEW)
+    assert shown["media"] is None and ".mov" in shown["text"] and "not playable" in shown["text"], shown  # no stale GIF
+
+    _set_format(page, "h264-mp4")
+    _queue(page, url)
+    page.reload()  # right after the run: the saved-file info must be in the restored workflow
+    page.wait_for_function("window.app && window.app.graph && window.app.vueAppReady", timeout=120_000)
+    page.wait_for_timeout(2000)
+    shown = page.evaluate(PREVIEW)
+    page.screenshot(path=str(tmp_path / "reload.png"))
+    assert shown and shown["media"] == "video" and ".mp4" in shown["src"] and shown["loaded"], shown
+    page.close()
