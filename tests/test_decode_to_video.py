@@ -122,3 +122,18 @@ def test_the_latent_holds_the_workflow_like_core_save_latent(pack, folders):
     with safe_open(folders["output"] / "WanVideo" / "wan_00001_.latent", "pt") as f:
         meta = f.metadata()
     assert json.loads(meta["prompt"]) == {"1": {"class_type": "X"}} and json.loads(meta["workflow"]) == {"nodes": [1]}
+
+
+def test_the_long_video_example_runs_end_to_end(pack, folders):
+    from comfy_graph import check_ui_workflow, run_api
+    from test_pack import PACK, classes
+
+    workflow = json.loads((PACK / "tests" / "workflows" / "wan21_long_video.api.json").read_text())
+    ui_workflow = json.loads((PACK / "example_workflows" / "wan21_long_video.json").read_text())
+    check_ui_workflow(ui_workflow, classes(pack))
+    from wan_vae.latents import write_latent_file
+
+    write_latent_file(folders["input"] / workflow["1"]["inputs"]["latent"], latents("2.1", (1, 3, 6, 10)))
+    ui, (path,) = run_api(workflow, classes(pack), extra_pnginfo={"workflow": ui_workflow})["3"]
+    assert Path(path).name == "wan_long_00001_.mp4" and probe(path)["frames"] == 9
+    assert ui["wan_video"][0]["latent"] == "wan_long_00001_.latent" and (Path(path).parent / "wan_long_00001_.latent").is_file()

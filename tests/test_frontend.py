@@ -92,7 +92,7 @@ def _set_format(page, fmt):
 
 
 @pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
-def test_gif_preview_stale_pictures_and_reload(comfy, browser, vue, tmp_path):
+def test_gif_preview_stale_pictures_and_reload(comfy, browser, vue, tmp_path):  # noqa: F811
     url = comfy["url"]
     write_latent_file(comfy["base"] / "input" / "wan_t2v_00001_.latent", latents("2.1", (1, 3, 6, 10)))
     workflow = json.loads((PACK / "example_workflows" / "wan21_latent_to_video.json").read_text())

@@ -12,6 +12,7 @@ import { api } from "../../scripts/api.js";
 const NODES = ["ExportVideo", "WanDecodeToVideo"];
 const WIDGET = "wan_video_preview";
 const IMAGE_FORMATS = ["gif", "webp"]; // animated images: an <img> plays them
+const CORE_IMAGE_WIDGET = "$$canvas-image-preview"; // the classic view's picture of node.imgs (1.27 to 1.58)
 
 function viewUrl(info, filename = info.filename, subfolder = info.subfolder) {
   const query = new URLSearchParams({ filename, subfolder: subfolder ?? "", type: info.type ?? "output" });
@@ -89,8 +90,22 @@ function render(node, info) {
   const width = Math.max(node.size?.[0] ?? 360, 360) - 20;
   widget.wanMinHeight = 48 + (media ? Math.min(360, Math.round((width * info.height) / Math.max(info.width, 1))) : 0);
   const wanted = node.computeSize?.();
-  if (wanted && node.setSize && wanted[1] > node.size[1]) node.setSize([node.size[0], wanted[1]]);
+  if (wanted && node.setSize) node.setSize([node.size[0], wanted[1]]);
   node.setDirtyCanvas?.(true, true);
+}
+
+function clearProgressPreview(node) {
+  // Wan Decode to Video shows its newest frame while decoding, as samplers do; the front end keeps that picture
+  // afterwards and (in the classic view) draws it over the player. The saved video replaces it.
+  const previews = app.nodePreviewImages;
+  if (previews && String(node.id) in previews) delete previews[String(node.id)];
+  const i = node.widgets?.findIndex((w) => w.name === CORE_IMAGE_WIDGET) ?? -1;
+  if (i > -1) {
+    node.widgets[i].onRemove?.(); // what the front end itself does when a node's images go away
+    node.widgets.splice(i, 1);
+  }
+  node.imgs = undefined;
+  node.imageIndex = null;
 }
 
 function markChanged() {
@@ -127,6 +142,7 @@ app.registerExtension({
       if (!info) return;
       this.properties = this.properties ?? {};
       this.properties.wan_video = info; // saved with the workflow
+      clearProgressPreview(this);
       render(this, info);
       markChanged();
     };
