@@ -40,6 +40,7 @@ DECODE_INPUTS = {
         "larger is faster on big GPUs, 1 uses the least memory.")}),
 }  # fmt: skip
 
+TINY_DECODER_BYTES = 1 << 30  # what a tiny decoder asks ComfyUI to free (720p chunks of 4 latent frames fit)
 # work(vae, latents, options) runs wan.decode or wan.decode_frames with options (tiling, progress, cancel, ...).
 Work = Callable[[WanVAE, torch.Tensor, dict], object]
 
@@ -82,7 +83,9 @@ def run_decode(vae: LoadedWanVAE, samples, latent_space, tiling, tile_size, tile
     wan, device = vae.vae, vae.device
     options = dict(normalized=latent_space == "normalized", tiling=tiling, tile_size=tile_size, tile_overlap=tile_overlap,
                    frames_per_chunk=frames_per_chunk, devices=vae.devices)  # fmt: skip
-    if latents.dim() == 5 and latents.shape[1] == wan.latent_channels:  # else the decoder says what is wrong
+    if not isinstance(wan, WanVAE):  # a tiny decoder: a few hundred MB, no tiles
+        comfy_host.make_room(device, TINY_DECODER_BYTES)
+    elif latents.dim() == 5 and latents.shape[1] == wan.latent_channels:  # else the decoder says what is wrong
         # Ask ComfyUI to unload what it must (the sampler's model, say); auto tiles to what is then free.
         h, w = latents.shape[-2] * wan.spatial_scale, latents.shape[-1] * wan.spatial_scale
         wanted = estimate_peak_bytes(wan, h, w, frames_per_chunk, tile_size if tiling == "on" else None)

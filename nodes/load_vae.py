@@ -24,7 +24,7 @@ class LoadedWanVAE:
 
     def __repr__(self) -> str:
         where = ", ".join(map(str, self.devices)) if self.devices else self.device
-        return f"Wan {self.vae.version} VAE ({str(self.vae.dtype).removeprefix('torch.')}, decodes on {where})"
+        return f"{self.vae.title} ({str(self.vae.dtype).removeprefix('torch.')}, decodes on {where})"
 
 
 class LoadWanVAE:

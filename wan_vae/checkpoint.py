@@ -47,8 +47,10 @@ class CheckpointInfo:
     def describe(self) -> str:
         names = "original Wan / ComfyUI names" if self.naming == "original" else "diffusers names"
         prefix = f", prefix '{self.prefix}' stripped" if self.prefix else ""
+        share = self.config.decoder_dim / CONFIGS[self.version].decoder_dim
+        pruned = f", decoder channels pruned to {share:.0%} (LightX2V LightVAE: faster, lossy)" if share < 1 else ""
         return (
-            f"Wan {self.version} VAE ({self.config.z_dim} latent channels, {self.config.spatial_scale}x spatial), "
+            f"Wan {self.version} VAE{pruned} ({self.config.z_dim} latent channels, {self.config.spatial_scale}x spatial), "
             f"{names}{prefix}, stored as {'/'.join(self.storage_dtypes)}, "
             f"{self.tensors} tensors, {self.parameters / 1e6:.1f}M parameters"
         )
@@ -222,7 +224,7 @@ def _read_diffusers_folder(path: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------- detection
 
 
-def _strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+def strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     stripped = ""
     while sd:
         for prefix in STRIPPABLE_PREFIXES:
@@ -323,13 +325,14 @@ def check_against(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.S
         raise CheckpointError(f"{what} does not match the Wan VAE architecture: " + "; ".join(problems) + ".")
 
 
-def prepare_state_dict(source) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+def prepare_state_dict(source, name: str | None = None) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
     """Read, strip, detect and rename a checkpoint into the original key layout; no model built yet."""
-    raw, name = read_state_dict(source)
+    raw, read_name = read_state_dict(source)
+    name = name or read_name
     non_tensors = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
         raise CheckpointError(f"{name} holds entries that are not tensors ({_list(non_tensors, 5)}); is it a VAE file?")
-    sd, prefix = _strip_prefix(raw)
+    sd, prefix = strip_prefix(raw)
     try:
         version, naming = detect(sd)
     except CheckpointError as e:

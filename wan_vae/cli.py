@@ -135,10 +135,15 @@ def cmd_info(args) -> int:
     if not path.exists():
         raise WanVAEError(f"No file at '{path}'.")
     if path.suffix.lower() != ".latent":
-        from .checkpoint import prepare_state_dict
+        from .checkpoint import prepare_state_dict, read_state_dict, strip_prefix
+        from .taehv import is_tiny, load_tiny
 
         try:
-            _, info = prepare_state_dict(path)
+            raw, name = read_state_dict(path)
+            if is_tiny(strip_prefix(raw)[0]):
+                print(f"{path.name}: {load_tiny(strip_prefix(raw)[0], name)[1].describe()}")
+                return 0
+            _, info = prepare_state_dict(raw, name)
             print(f"{path.name}: {info.describe()}")
             return 0
         except CheckpointError as not_a_vae:

@@ -20,7 +20,7 @@ import torch
 
 from . import memory, multidevice
 from .checkpoint import CheckpointInfo, check_against, prepare_state_dict
-from .config import MODELS_BY_LATENT_CHANNELS, WanVAEConfig
+from .config import CONFIGS, MODELS_BY_LATENT_CHANNELS, WanVAEConfig
 from .errors import DecodeCancelled, LatentError, SettingsError
 from .network import StreamState, WanVAEModel, Workspace, patchify, precision, set_precision, unpatchify
 from .tiling import Tile, Window, plan_grid, plan_tiles, tile_cells, window
@@ -108,6 +108,12 @@ class WanVAE:
         if dtype is not None:
             set_precision(self.model, dtype)
         return self
+
+    @property
+    def title(self) -> str:
+        """What it is, in a user's words: "the Wan 2.1 VAE", or a pruned one (LightX2V's LightVAE)."""
+        share = self.config.decoder_dim / CONFIGS[self.version].decoder_dim
+        return f"the Wan {self.version} VAE" + (f" pruned to {share:.0%} of its channels (LightVAE)" if share < 1 else "")
 
     def __repr__(self) -> str:
         return f"WanVAE(version={self.version!r}, dtype={self.dtype}, device={self.device})"
@@ -478,7 +484,7 @@ def check_channels(channels: int, vae: WanVAE) -> None:
     """A plain message for latents made by a different model than the VAE's."""
     if channels == vae.latent_channels:
         return
-    have = f"the loaded VAE is the Wan {vae.version} VAE ({vae.latent_channels} channels)"
+    have = f"the loaded VAE is {vae.title} ({vae.latent_channels} channels)"
     if channels in MODELS_BY_LATENT_CHANNELS:
         vae_name, models = MODELS_BY_LATENT_CHANNELS[channels]
         raise LatentError(
@@ -559,9 +565,19 @@ def default_dtype(device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32) -> WanVAE:
-    """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see checkpoint.py)."""
-    sd, info = prepare_state_dict(source)
+def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32):
+    """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see checkpoint.py): a `WanVAE`,
+    or for the tiny TAEHV-family decoders (taew2_1, lighttaew2_2, ...) a `TinyVAE` with the same decode API."""
+    from .checkpoint import read_state_dict, strip_prefix
+    from .taehv import is_tiny
+
+    raw, name = read_state_dict(source)
+    stripped, _ = strip_prefix(raw)
+    if is_tiny(stripped):
+        from .tiny_vae import load_tiny_vae
+
+        return load_tiny_vae(stripped, name, device=device, dtype=dtype)
+    sd, info = prepare_state_dict(raw, name)
     with torch.device("meta"):
         model = WanVAEModel(info.config)
     check_against(sd, {k: v.shape for k, v in model.state_dict().items()}, info.source)
