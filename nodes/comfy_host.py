@@ -103,6 +103,17 @@ def save_location(filename_prefix: str, width: int, height: int) -> tuple[str, s
     return folder, stem, max(used, default=0) + 1, subfolder
 
 
+# ----------------------------------------------------------------------------------------- core objects
+
+
+def core_vae_weights(vae) -> tuple[dict, str]:
+    """The weights of the VAE that core Load VAE gives (comfy.sd.VAE), shared, not copied, and the model class it holds."""
+    model = getattr(vae, "first_stage_model", None)
+    if model is None or not callable(getattr(vae, "get_sd", None)):
+        raise TypeError(f"vae must be a WAN_VAE from Load Wan VAE or a VAE from Load VAE, not {type(vae).__name__}.")
+    return vae.get_sd(), f"{type(model).__module__}.{type(model).__qualname__}"
+
+
 # ----------------------------------------------------------------------------------------- devices and memory
 
 

@@ -14,12 +14,14 @@ from ..wan_vae import DecodeCancelled, WanVAE
 from ..wan_vae.memory import estimate_peak_bytes
 from ..wan_vae.tiling import MIN_TILE_CELLS
 from . import comfy_host
-from .load_vae import CATEGORY, LoadedWanVAE
+from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
 
 log = logging.getLogger("wan_vae")
 
 DECODE_INPUTS = {
-    "vae": ("WAN_VAE", {"tooltip": "From Load Wan VAE: the Wan 2.1 VAE for 16-channel latents, the Wan 2.2 VAE for 48."}),
+    "vae": ("WAN_VAE,VAE", {"tooltip": (
+        "From Load Wan VAE, or core Load VAE's VAE (the one WanImageToVideo also takes): the Wan 2.1 VAE for "
+        "16-channel latents, the Wan 2.2 VAE for 48, or a tiny decoder (taew2_1, lighttaew2_2, ...) from Load Wan VAE.")}),
     "samples": ("LATENT", {"tooltip": "Video latents from a sampler (or Load Latent)."}),
     "latent_space": (["raw", "normalized"], {"default": "raw", "tooltip": (
         "raw: latents from ComfyUI samplers (KSampler and friends). normalized: latents from diffusers "
@@ -80,6 +82,7 @@ def run_decode(vae: LoadedWanVAE, samples, latent_space, tiling, tile_size, tile
     """work(...) with the node's options on the node's device: room made in ComfyUI's memory first, the progress
     bar, previews and Stop wired, one retry with smaller tiles on out-of-memory, and the VAE put back after."""
     latents = video_latents(samples)
+    vae = as_wan_vae(vae)
     wan, device = vae.vae, vae.device
     options = dict(normalized=latent_space == "normalized", tiling=tiling, tile_size=tile_size, tile_overlap=tile_overlap,
                    frames_per_chunk=frames_per_chunk, devices=vae.devices)  # fmt: skip

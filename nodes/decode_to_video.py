@@ -13,7 +13,7 @@ from ..wan_vae.latents import write_latent_file
 from . import comfy_host
 from .decode import DECODE_INPUTS, run_decode, video_latents
 from .export import EXPORT_INPUTS, EXPORT_OPTIONAL, HIDDEN, choose_output, saved
-from .load_vae import CATEGORY
+from .load_vae import CATEGORY, as_wan_vae
 
 
 class WanDecodeToVideo:
@@ -41,6 +41,7 @@ class WanDecodeToVideo:
     def decode_to_video(self, vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, fps, format,
                         quality, filename_prefix, save_metadata, audio=None, bit_depth=8, save_latent=True, prompt=None,
                         extra_pnginfo=None):  # fmt: skip
+        vae = as_wan_vae(vae)
         wan = vae.vae
         latents = video_latents(samples)
         wan.check_latents(latents)  # the plain message for wrong latents, before anything is written

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 
-from ..wan_vae import WanVAE, load_vae
+from ..wan_vae import CheckpointError, WanVAE, load_vae
 from . import comfy_host
 
 CATEGORY = "Wan VAE"
@@ -24,7 +25,7 @@ class LoadedWanVAE:
 
     def __repr__(self) -> str:
         where = ", ".join(map(str, self.devices)) if self.devices else self.device
-        return f"{self.vae.title} ({str(self.vae.dtype).removeprefix('torch.')}, decodes on {where})"
+        return f"{self.vae.title.removeprefix('the ')} ({str(self.vae.dtype).removeprefix('torch.')}, decodes on {where})"
 
 
 class LoadWanVAE:
@@ -61,3 +62,26 @@ class LoadWanVAE:
         dtype = comfy_host.compute_dtype(precision, targets[0])
         vae = load_vae(comfy_host.vae_file(vae_name), device=comfy_host.offload_device(), dtype=dtype)
         return (LoadedWanVAE(vae, targets[0], targets if len(targets) > 1 else None),)
+
+
+# Core VAEs already turned into ours, for as long as ComfyUI keeps them (the weights are shared, not copied).
+_FROM_CORE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def as_wan_vae(vae) -> LoadedWanVAE:
+    """What a decode node's `vae` input got: Load Wan VAE's WAN_VAE as it is, or core Load VAE's VAE holding a Wan VAE,
+    turned into ours once from its weights (no second read of the file) and decoding where Load Wan VAE's auto would."""
+    if isinstance(vae, LoadedWanVAE):
+        return vae
+    weights, held = comfy_host.core_vae_weights(vae)  # checks what it is; the weights are not copied
+    cached = _FROM_CORE.get(vae)
+    if cached is None:
+        device = comfy_host.compute_device("auto")
+        try:
+            wan = load_vae(weights, device=comfy_host.offload_device(), dtype=comfy_host.compute_dtype("auto", device),
+                           name="core Load VAE's VAE")  # fmt: skip
+        except CheckpointError as e:
+            raise CheckpointError(f"{e} It holds {held}. Wan Decode takes the Wan 2.1 or Wan 2.2 VAE (or Load Wan VAE's "
+                                  "tiny decoders); decode this one with core VAE Decode.") from None  # fmt: skip
+        cached = _FROM_CORE[vae] = LoadedWanVAE(wan, device)
+    return cached

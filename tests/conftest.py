@@ -30,6 +30,7 @@ def pack(tmp_path_factory):
         sys.path.remove(str(decoy))
     module.host = sys.modules[f"{name}.nodes.comfy_host"]
     module.lib = sys.modules[f"{name}.wan_vae"]
+    module.nodes = sys.modules[f"{name}.nodes"]
     return module
 
 

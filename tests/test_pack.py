@@ -159,7 +159,8 @@ def test_load_wan_vae_lists_files_and_picks_precision(pack, folders):
     vae = load(pack)
     assert vae.vae.version == "2.1" and vae.vae.dtype == torch.float32 and vae.device.type in ("cpu", "cuda")  # auto on CPU: fp32
     assert load(pack, precision="bf16", device="cpu").vae.dtype == torch.bfloat16
-    assert "Wan 2.1 VAE (bfloat16, decodes on cpu)" == repr(load(pack, precision="bf16", device="cpu"))
+    # the test files have reduced widths, which read as a pruned VAE (LightX2V's LightVAE is one at 25 %)
+    assert repr(load(pack, precision="bf16", device="cpu")) == "Wan 2.1 VAE pruned to 17% of its channels (LightVAE) (bfloat16, decodes on cpu)"
 
 
 def test_a_file_that_is_not_a_wan_vae_fails_in_the_loader(pack, folders):
@@ -317,3 +318,46 @@ def test_load_wan_latent_reads_diffusers_and_torch_files(pack, folders):
     for name in ("pipe.safetensors", "script.pt"):
         assert torch.equal(node().load(name, "")[0]["samples"], z)
     assert node.IS_CHANGED("script.pt", "") != node.IS_CHANGED("pipe.safetensors", "")
+
+
+# ------------------------------------------------------------------------------------------ core Load VAE's VAE
+
+
+class CoreVAE:
+    """What core Load VAE hands over (comfy.sd.VAE): the model as first_stage_model, its weights from get_sd()."""
+
+    def __init__(self, sd, model_class=("comfy.ldm.wan.vae", "WanVAE")):
+        self.first_stage_model = type(model_class[1], (torch.nn.Module,), {"__module__": model_class[0]})()
+        self._sd = sd
+
+    def get_sd(self):
+        return self._sd
+
+
+def test_core_load_vae_s_wan_vae_decodes_like_ours_converted_once(pack, folders):
+    import gc
+
+    from reference import original_state_dict
+    from wan_vae import load_vae
+
+    sd = original_state_dict("2.1")
+    core, z = CoreVAE(sd), latents("2.1", (1, 2, 6, 10))
+    images = decode(pack, core, z)
+    assert torch.equal(images, load_vae(sd).decode(z, layout="images"))
+    converted = pack.nodes.load_vae.as_wan_vae(core)
+    assert pack.nodes.load_vae.as_wan_vae(core) is converted and len(pack.nodes.load_vae._FROM_CORE) == 1  # once
+    path = pack.NODE_CLASS_MAPPINGS["WanDecodeToVideo"]().decode_to_video(
+        core, {"samples": z}, "raw", "off", 512, 64, 1, 16.0, "ffv1-mkv", 80, "core/wan", True)["result"][0]  # fmt: skip
+    assert probe(path)["frames"] == 5
+    del core, converted
+    gc.collect()
+    assert len(pack.nodes.load_vae._FROM_CORE) == 0  # gone with ComfyUI's VAE
+
+
+def test_core_vaes_that_are_not_wan_say_what_they_are(pack, folders):
+    sdxl = CoreVAE({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, ("comfy.ldm.models.autoencoder", "AutoencoderKL"))
+    with pytest.raises(pack.lib.CheckpointError, match=r"core Load VAE's VAE: This is not a Wan VAE: it looks like an image VAE .* "
+                                                       r"It holds comfy.ldm.models.autoencoder.AutoencoderKL"):  # fmt: skip
+        decode(pack, sdxl, latents("2.1"))
+    with pytest.raises(TypeError, match="vae must be a WAN_VAE from Load Wan VAE or a VAE from Load VAE, not str"):
+        decode(pack, "wan_2.1_vae.safetensors", latents("2.1"))

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from media import mp4_metadata, probe
 from reference import latents, write_vae_file
@@ -29,6 +30,30 @@ PACK = Path(__file__).resolve().parents[1]
 PACK_NAME = "ComfyUI-WanVAE"
 # COMFYUI_FRONT_END_ROOT: another front end than the pinned one (the `static` folder of a comfyui-frontend-package)
 FRONT_END_ARGS = ["--front-end-root", os.environ["COMFYUI_FRONT_END_ROOT"]] if os.environ.get("COMFYUI_FRONT_END_ROOT") else []
+
+
+# A test-only pack: saves an IMAGE as a .safetensors in the output folder, so the test can compare decodes exactly.
+PROBE_PACK = """
+import os
+import folder_paths
+from safetensors.torch import save_file
+
+class WanTestSaveImage:
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "name": ("STRING", {"default": "probe"})}}
+
+    def save(self, images, name):
+        save_file({"images": images.contiguous()}, os.path.join(folder_paths.get_output_directory(), name + ".safetensors"))
+        return {}
+
+NODE_CLASS_MAPPINGS = {"WanTestSaveImage": WanTestSaveImage}
+"""
 
 
 def _http(url, body=None, timeout=30):
@@ -49,6 +74,10 @@ def comfy(tmp_path_factory):
     (base / "custom_nodes" / PACK_NAME).symlink_to(PACK, target_is_directory=True)
     for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
         write_vae_file(base / "models" / "vae" / name, version)
+    write_vae_file(base / "models" / "vae" / "wan_2.1_real_size.safetensors", "2.1", real=True)  # core needs real widths
+    probe = base / "custom_nodes" / "wan_test_probe"
+    probe.mkdir()
+    (probe / "__init__.py").write_text(PROBE_PACK)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -101,7 +130,8 @@ def test_comfyui_registers_the_pack_s_nodes(comfy):
     ours = {name: node for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
     assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo"}
     assert ours["ExportVideo"]["output_node"] and ours["WanDecodeLatents"]["category"] == "Wan VAE"
-    assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_vae.safetensors"]
+    assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_real_size.safetensors", "wan_2.1_vae.safetensors"]
+    assert ours["WanDecodeLatents"]["input"]["required"]["vae"][0] == "WAN_VAE,VAE"
     log = (comfy["base"] / "comfyui.log").read_text()
     assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if PACK_NAME in line)
     _, extensions = _http(f"{comfy['url']}/extensions")
@@ -193,3 +223,51 @@ def test_long_videos_decode_to_the_file_in_flat_memory(comfy):
     growth = peaks["Wan Decode to Video", 512] / peaks["Wan Decode to Video", 64]
     print(f"Wan Decode to Video, 512 vs 64 latent frames: {growth:.3f}x")
     assert growth <= 1.10
+
+
+def _core_vs_ours_graphs(latent: str) -> dict[str, dict]:
+    load = {"1": {"class_type": "LoadLatent", "inputs": {"latent": latent}}}
+    ours = {"class_type": "WanDecodeLatents", "inputs": {"samples": ["1", 0], "latent_space": "raw", "tiling": "off",
+            "tile_size": 512, "tile_overlap": 64, "frames_per_chunk": 1}}  # fmt: skip
+    core_vae = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_real_size.safetensors"}}
+    wan_vae = {"class_type": "LoadWanVAE", "inputs": {"vae_name": "wan_2.1_real_size.safetensors", "precision": "fp32", "device": "auto"}}
+
+    def save(name):
+        return {"class_type": "WanTestSaveImage", "inputs": {"images": ["3", 0], "name": name}}
+
+    return {
+        "core Load VAE -> Wan Decode Latents": load | {"2": core_vae, "3": ours | {"inputs": ours["inputs"] | {"vae": ["2", 0]}},
+                                                       "4": save("core_vae_ours")},
+        "Load Wan VAE -> Wan Decode Latents": load | {"2": wan_vae, "3": ours | {"inputs": ours["inputs"] | {"vae": ["2", 0]}},
+                                                      "4": save("ours")},
+        "core Load VAE -> core VAE Decode": load | {"2": core_vae, "3": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 0]}},
+                                                    "4": save("core")},
+    }  # fmt: skip
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")
+def test_core_load_vae_feeds_our_decode_and_core_vae_decode_agrees(comfy):
+    """The official-style graph (core Load VAE -> our decode) gives Load Wan VAE's frames; core VAE Decode agrees
+    within 1e-5 (real-size Wan 2.1 layout, random weights, 5 frames at 240x416, CPU fp32). Prints time and memory."""
+    from safetensors.torch import load_file
+
+    write_latent_file(comfy["base"] / "input" / "core_vs_ours.latent", latents("2.1", (1, 2, 30, 52)))
+    figures = {}
+    for label, workflow in _core_vs_ours_graphs("core_vs_ours.latent").items():
+        result = {}
+        before = int(next(line for line in Path(f"/proc/{comfy['pid']}/status").read_text().splitlines()
+                          if line.startswith("VmRSS")).split()[1]) / 1024  # fmt: skip
+        peak = _peak_rss_mb(comfy["pid"], lambda: result.update(entry=_run(comfy, workflow, timeout=1800)[1]))
+        entry = result["entry"]
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        stamps = {m[0]: m[1]["timestamp"] for m in entry["status"]["messages"]}
+        figures[label] = ((stamps["execution_success"] - stamps["execution_start"]) / 1000, before, peak)
+    out = {name: load_file(str(comfy["base"] / "output" / f"{name}.safetensors"))["images"] for name in ("core_vae_ours", "ours", "core")}
+    assert out["ours"].shape == (5, 240, 416, 3)
+    assert torch.equal(out["core_vae_ours"], out["ours"])
+    difference = (out["core"] - out["ours"]).abs().max().item()
+    print("\n| graph | time s | RSS before MB | peak RSS MB |\n|---|---|---|---|")
+    for label, (seconds, before, peak) in figures.items():
+        print(f"| {label} | {seconds:.1f} | {before:.0f} | {peak:.0f} |")
+    print(f"core VAE Decode vs Wan Decode Latents: max abs {difference:.2e}")
+    assert difference <= 1e-5

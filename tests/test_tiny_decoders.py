@@ -187,3 +187,20 @@ def test_the_nodes_load_and_decode_a_tiny_decoder(pack, folders):
     from media import read_frames
 
     assert abs(read_frames(path).astype(float) / 255 - images.numpy()).max() <= 0.5 / 255 + 1e-6  # FFV1: lossless
+
+
+def test_the_quality_benchmark_compares_every_decoder_with_the_full_vae(tmp_path):
+    """Random weights: only that it runs and fills the table (real numbers need the real files)."""
+    import sys
+
+    from reference import write_vae_file
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from decoder_quality import main as quality
+
+    write_vae_file(tmp_path / "wan_2.1_vae.safetensors", "2.1", torch.float32)
+    tiny_file(tmp_path / "taew2_1.pth", 16)
+    lightvae_file(tmp_path / "lightvaew2_1.safetensors", pruning=0.9)
+    rows = quality(["--vae-dir", str(tmp_path), "--size", "32x48", "--frames", "5"])
+    assert [r["decoder"] for r in rows] == ["lightvaew2_1.safetensors", "taew2_1.pth", "wan_2.1_vae.safetensors"]
+    assert rows[-1]["psnr"] == float("inf") and all(0 < r["ssim"] <= 1 + 1e-9 for r in rows)

@@ -565,13 +565,15 @@ def default_dtype(device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32):
+def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32, name: str | None = None):
     """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see checkpoint.py): a `WanVAE`,
-    or for the tiny TAEHV-family decoders (taew2_1, lighttaew2_2, ...) a `TinyVAE` with the same decode API."""
+    or for the tiny TAEHV-family decoders (taew2_1, lighttaew2_2, ...) a `TinyVAE` with the same decode API.
+    `name` names a state dict in messages (and tells a tiny decoder's file name)."""
     from .checkpoint import read_state_dict, strip_prefix
     from .taehv import is_tiny
 
-    raw, name = read_state_dict(source)
+    raw, read_name = read_state_dict(source)
+    name = name or read_name
     stripped, _ = strip_prefix(raw)
     if is_tiny(stripped):
         from .tiny_vae import load_tiny_vae
