@@ -33,18 +33,21 @@ class LoadWanVAE:
     DESCRIPTION = (
         "Loads a Wan VAE from ComfyUI/models/vae: the Wan 2.1 VAE (wan_2.1_vae.safetensors: Wan 2.1, Wan 2.2 14B, "
         "Qwen-Image) or the Wan 2.2 VAE (wan2.2_vae.safetensors: Wan 2.2 TI2V-5B). Original, ComfyUI and diffusers "
-        "files in fp32, fp16 or bf16 all load; anything else is refused with a message saying what it is."
+        "files in fp32, fp16 or bf16 all load, and the fast lossy ones: LightX2V's LightVAE (lightvaew2_1) and the "
+        "tiny decoders taew2_1, taew2_2, lighttaew2_1, lighttaew2_2. Anything else is refused with what it is."
     )
     RETURN_TYPES = ("WAN_VAE",)
     RETURN_NAMES = ("wan_vae",)
-    OUTPUT_TOOLTIPS = ("The VAE, for Wan Decode Latents.",)
+    OUTPUT_TOOLTIPS = ("The VAE, for Wan Decode Latents and Wan Decode to Video.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae_name": (comfy_host.vae_filenames(), {"tooltip": "A VAE file in ComfyUI/models/vae."}),
+                "vae_name": (comfy_host.vae_filenames(), {"tooltip": (
+                    "A file in ComfyUI/models/vae: wan_2.1_vae / wan2.2_vae, or a fast lossy one (lightvaew2_1, "
+                    "taew2_1, taew2_2, lighttaew2_1, lighttaew2_2).")}),
                 "precision": (PRECISIONS, {"default": "auto", "tooltip": (
                     "auto: bf16 on GPUs that support it, fp32 on the CPU. bf16/fp16 run the heavy convolutions "
                     "in half precision and the rest in fp32: faster and smaller, within 1% of fp32. "
