@@ -160,7 +160,7 @@ def test_load_wan_vae_lists_files_and_picks_precision(pack, folders):
     assert vae.vae.version == "2.1" and vae.vae.dtype == torch.float32 and vae.device.type in ("cpu", "cuda")  # auto on CPU: fp32
     assert load(pack, precision="bf16", device="cpu").vae.dtype == torch.bfloat16
     # the test files have reduced widths, which read as a pruned VAE (LightX2V's LightVAE is one at 25 %)
-    assert repr(load(pack, precision="bf16", device="cpu")) == "Wan 2.1 VAE pruned to 17% of its channels (LightVAE) (bfloat16, decodes on cpu)"
+    assert repr(load(pack, precision="bf16", device="cpu")) == "Wan 2.1 VAE pruned to 17% of its decoder channels (bfloat16, decodes on cpu)"
 
 
 def test_a_file_that_is_not_a_wan_vae_fails_in_the_loader(pack, folders):

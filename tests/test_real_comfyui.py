@@ -271,3 +271,27 @@ def test_core_load_vae_feeds_our_decode_and_core_vae_decode_agrees(comfy):
         print(f"| {label} | {seconds:.1f} | {before:.0f} | {peak:.0f} |")
     print(f"core VAE Decode vs Wan Decode Latents: max abs {difference:.2e}")
     assert difference <= 1e-5
+
+
+def test_stop_during_wan_decode_to_video_ends_quietly_and_keeps_the_latent(comfy):
+    """Stop (POST /interrupt) mid-decode: the run ends as interrupted (no execution error, so no error dialog),
+    no video is left, and the latent saved before decoding is there."""
+    workflow = json.loads((PACK / "tests" / "workflows" / "wan21_long_video.api.json").read_text())
+    write_latent_file(comfy["base"] / "input" / "stop.latent", latents("2.1", (1, 128, 8, 8), seed=3))
+    workflow["1"]["inputs"]["latent"] = "stop.latent"
+    workflow["3"]["inputs"]["filename_prefix"] = "stopped/wan"
+    status, reply = _http(f"{comfy['url']}/prompt", {"prompt": workflow, "client_id": str(uuid.uuid4())})
+    assert status == 200
+    folder = comfy["base"] / "output" / "stopped"
+    deadline = time.time() + 300
+    while not list(folder.glob("*.partial*")):  # decoding has started: ffmpeg's partial file exists
+        assert time.time() < deadline, "the decode did not start"
+        time.sleep(0.2)
+    time.sleep(2)
+    assert _http(f"{comfy['url']}/interrupt", {})[0] == 200
+    while not (history := _http(f"{comfy['url']}/history/{reply['prompt_id']}")[1]):
+        assert time.time() < deadline, "the run did not end"
+        time.sleep(0.5)
+    kinds = [m[0] for m in history[reply["prompt_id"]]["status"]["messages"]]
+    assert "execution_interrupted" in kinds and "execution_error" not in kinds, kinds
+    assert sorted(p.name for p in folder.iterdir()) == ["wan_00001_.latent"]

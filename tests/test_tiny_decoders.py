@@ -153,13 +153,13 @@ def lightvae_file(path, pruning: float = 0.75, seed: int = 0):
 def test_lightvae_loads_as_a_pruned_wan_2_1_vae_and_streams_exactly(tmp_path, capsys):
     lightvae_file(tmp_path / "lightvaew2_1.safetensors")
     vae = load_vae(tmp_path / "lightvaew2_1.safetensors")
-    assert vae.config.decoder_dim == 24 and vae.title == "the Wan 2.1 VAE pruned to 25% of its channels (LightVAE)"
+    assert vae.config.decoder_dim == 24 and vae.title == "the Wan 2.1 VAE pruned to 25% of its decoder channels (LightX2V's LightVAE: faster, lossy)"
     z = latents("2.1", (1, 3, 4, 6))
     images = vae.decode(z, layout="images")
     assert images.shape == (9, 32, 48, 3) and torch.isfinite(images).all()
     assert (torch.cat(list(vae.decode_frames(z))) - images).abs().max() < 1e-5
     assert cli(["info", str(tmp_path / "lightvaew2_1.safetensors")]) == 0
-    assert "decoder channels pruned to 25% (LightX2V LightVAE" in capsys.readouterr().out
+    assert "Wan 2.1 VAE pruned to 25% of its decoder channels (LightX2V's LightVAE: faster, lossy) (16 latent" in capsys.readouterr().out
 
 
 def test_widths_that_fit_no_pruning_are_refused_naming_the_shapes(tmp_path):

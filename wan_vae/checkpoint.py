@@ -47,8 +47,7 @@ class CheckpointInfo:
     def describe(self) -> str:
         names = "original Wan / ComfyUI names" if self.naming == "original" else "diffusers names"
         prefix = f", prefix '{self.prefix}' stripped" if self.prefix else ""
-        share = self.config.decoder_dim / CONFIGS[self.version].decoder_dim
-        pruned = f", decoder channels pruned to {share:.0%} (LightX2V LightVAE: faster, lossy)" if share < 1 else ""
+        pruned = f" {self.config.pruning()}" if self.config.pruning() else ""
         return (
             f"Wan {self.version} VAE{pruned} ({self.config.z_dim} latent channels, {self.config.spatial_scale}x spatial), "
             f"{names}{prefix}, stored as {'/'.join(self.storage_dtypes)}, "

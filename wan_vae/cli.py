@@ -18,7 +18,7 @@ import torch
 from . import distributed
 from .errors import CheckpointError, LatentError, WanVAEError
 from .latents import describe_latent, read_latent_file, write_latent_file
-from .vae import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, default_dtype, load_vae
+from .vae import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, WanVAE, default_dtype, load_vae
 from .writer import DEFAULT_QUALITY, FORMATS, check_output, read_audio_file, write_video
 
 EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
@@ -107,6 +107,8 @@ def _decode_distributed(args) -> int:
                 check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth)
             latents = read_latent_file(args.latent, args.key)
             vae = load_vae(args.vae, device=group.device, dtype=_dtype(args.precision, group.device))
+            if not isinstance(vae, WanVAE):
+                raise WanVAEError(f"{vae.title} decodes in one process (it needs no tiles); run it without torch.distributed.run.")
             audio = read_audio_file(args.audio) if args.audio and group.rank == 0 else None
         except WanVAEError as e:
             error = str(e)

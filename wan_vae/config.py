@@ -85,6 +85,14 @@ class WanVAEConfig:
     def with_widths(self, dim: int, decoder_dim: int) -> WanVAEConfig:
         return replace(self, dim=dim, decoder_dim=decoder_dim)
 
+    def pruning(self) -> str:
+        """"" for the standard widths, else how much of the decoder is left (LightX2V's LightVAE keeps 25 %)."""
+        share = self.decoder_dim / CONFIGS[self.version].decoder_dim
+        if share >= 1:
+            return ""
+        known = " (LightX2V's LightVAE: faster, lossy)" if round(share, 4) in (0.25, 0.5) else ""
+        return f"pruned to {share:.0%} of its decoder channels{known}"
+
 
 WAN21 = WanVAEConfig(
     version="2.1", dim=96, decoder_dim=96, z_dim=16, patch_size=1, is_residual=False,

@@ -20,7 +20,7 @@ import torch
 
 from . import memory, multidevice
 from .checkpoint import CheckpointInfo, check_against, prepare_state_dict
-from .config import CONFIGS, MODELS_BY_LATENT_CHANNELS, WanVAEConfig
+from .config import MODELS_BY_LATENT_CHANNELS, WanVAEConfig
 from .errors import DecodeCancelled, LatentError, SettingsError
 from .network import StreamState, WanVAEModel, Workspace, patchify, precision, set_precision, unpatchify
 from .tiling import Tile, Window, plan_grid, plan_tiles, tile_cells, window
@@ -112,8 +112,8 @@ class WanVAE:
     @property
     def title(self) -> str:
         """What it is, in a user's words: "the Wan 2.1 VAE", or a pruned one (LightX2V's LightVAE)."""
-        share = self.config.decoder_dim / CONFIGS[self.version].decoder_dim
-        return f"the Wan {self.version} VAE" + (f" pruned to {share:.0%} of its channels (LightVAE)" if share < 1 else "")
+        pruned = self.config.pruning()
+        return f"the Wan {self.version} VAE" + (f" {pruned}" if pruned else "")
 
     def __repr__(self) -> str:
         return f"WanVAE(version={self.version!r}, dtype={self.dtype}, device={self.device})"
@@ -484,7 +484,8 @@ def check_channels(channels: int, vae: WanVAE) -> None:
     """A plain message for latents made by a different model than the VAE's."""
     if channels == vae.latent_channels:
         return
-    have = f"the loaded VAE is {vae.title} ({vae.latent_channels} channels)"
+    what = f"the Wan {vae.version} VAE" if isinstance(vae, WanVAE) else vae.title  # a tiny decoder says which
+    have = f"the loaded VAE is {what} ({vae.latent_channels} channels)"
     if channels in MODELS_BY_LATENT_CHANNELS:
         vae_name, models = MODELS_BY_LATENT_CHANNELS[channels]
         raise LatentError(
