@@ -19,6 +19,8 @@ from reference import latents
 from test_real_comfyui import PACK, _http, comfy  # noqa: F401  (comfy: the server fixture)
 from wan_vae.latents import write_latent_file
 
+if not os.environ.get("COMFYUI_PATH"):
+    pytest.skip("set COMFYUI_PATH to a ComfyUI checkout to run against real ComfyUI", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Python playwright")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/lib/chromium/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (set CHROMIUM)")
