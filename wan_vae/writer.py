@@ -131,7 +131,12 @@ FORMATS = {
 
 def available_formats() -> list[str]:
     """The formats this machine can write: all but the hardware encoders ffmpeg cannot open here."""
-    return [name for name, fmt in FORMATS.items() if fmt.hardware is None or encoder_error(fmt.hardware) is None]
+    from concurrent.futures import ThreadPoolExecutor
+
+    hardware = sorted({fmt.hardware for fmt in FORMATS.values() if fmt.hardware})
+    with ThreadPoolExecutor(len(hardware)) as pool:  # the trial encodes at once: ComfyUI's start-up waits for them
+        errors = dict(zip(hardware, pool.map(encoder_error, hardware)))
+    return [name for name, fmt in FORMATS.items() if fmt.hardware is None or errors[fmt.hardware] is None]
 
 
 @functools.cache
