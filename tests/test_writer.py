@@ -120,8 +120,9 @@ def test_10_bit_for_an_8_bit_format_is_refused_naming_those_that_have_it(tmp_pat
     assert only(tmp_path) == []
 
 
-def fake_ffmpeg(tmp_path, code: int, message: str = "") -> str:
-    script = tmp_path / "ffmpeg"
+def fake_ffmpeg(folder, code: int, message: str = "") -> str:
+    folder.mkdir()
+    script = folder / "ffmpeg"
     script.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit {code}\n")
     script.chmod(0o755)
     return str(script)
@@ -130,13 +131,14 @@ def fake_ffmpeg(tmp_path, code: int, message: str = "") -> str:
 def test_nvenc_is_offered_only_where_a_trial_encode_opens_it(tmp_path, monkeypatch):
     """The detection, not the GPU: ffmpeg stands in as a script that can or cannot open the encoder."""
     encoder_error.cache_clear()
-    monkeypatch.setattr(writer, "ffmpeg_exe", lambda: fake_ffmpeg(tmp_path, 0))
+    opens = fake_ffmpeg(tmp_path / "a", 0)  # written once: rewriting a script while it runs fails ("text file busy")
+    monkeypatch.setattr(writer, "ffmpeg_exe", lambda: opens)
     try:
         assert encoder_error("h264_nvenc") is None
         assert {"h264-nvenc-mp4", "h265-nvenc-mp4"} <= set(available_formats())
         encoder_error.cache_clear()
-        reason = "[h264_nvenc @ 0x1] Cannot load libcuda.so.1"
-        monkeypatch.setattr(writer, "ffmpeg_exe", lambda: fake_ffmpeg(tmp_path, 1, reason))
+        fails = fake_ffmpeg(tmp_path / "b", 1, "[h264_nvenc @ 0x1] Cannot load libcuda.so.1")
+        monkeypatch.setattr(writer, "ffmpeg_exe", lambda: fails)
         formats = available_formats()
         assert "h264-nvenc-mp4" not in formats and "h265-nvenc-mp4" not in formats and "av1-mp4" in formats
         with pytest.raises(VideoWriteError, match=r"h264-nvenc-mp4 needs NVIDIA's hardware encoder \(h264_nvenc\), which ffmpeg "
