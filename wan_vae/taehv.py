@@ -14,7 +14,7 @@ files have the same layout, so the file name tells (LightX2V's own rule: "lightt
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -167,10 +167,3 @@ def plan_chunks(t: int, frames_per_chunk: int) -> list[tuple[int, int]]:
     if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
         raise SettingsError(f"frames_per_chunk must be a whole number >= 1, got {frames_per_chunk!r}.")
     return [(t0, min(t0 + frames_per_chunk, t)) for t0 in range(0, t, frames_per_chunk)]
-
-
-def stream(model: TinyDecoder, z: torch.Tensor, frames_per_chunk: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """(t0, t1, frames [1, 3, F, H, W]) for chunks of one video [1, C, T, h, w] in the decoder's space."""
-    state = TinyState()
-    for t0, t1 in plan_chunks(z.shape[2], frames_per_chunk):
-        yield t0, t1, model.decode_chunk(z[:, :, t0:t1], state)

@@ -6,6 +6,7 @@ frames of the whole video (the memory blocks' state carries over).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 
@@ -13,7 +14,7 @@ import torch
 
 from .config import CONFIGS
 from .errors import SettingsError
-from .taehv import TinyDecoder, TinyInfo, load_tiny, stream
+from .taehv import TinyDecoder, TinyInfo, TinyState, load_tiny, plan_chunks
 from .tiling import Tile
 from .vae import Cancel, Preview, Progress, WanVAE, _Canvas, _frame_range, _Tracker
 from .writer import to_uint8
@@ -66,17 +67,13 @@ class TinyVAE:
             z = (z - mean) / std
         return z.to(self.dtype)
 
-    def _pieces(self, z: torch.Tensor, frames_per_chunk: int, tracker: _Tracker, canvas_for) -> Iterator[tuple[int, int]]:
-        """Decode video by video, chunk by chunk, onto canvas_for(i, f0, f1); yields (video, chunk end frame)."""
-        tile = Tile(0, z.shape[-2], 0, z.shape[-1])
+    def _chunks(self, z: torch.Tensor, frames_per_chunk: int, tracker: _Tracker) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+        """(video, latent frames t0, t1, frames [1, 3, n, H, W] in [-1, 1]), video by video, chunk by chunk."""
         for i in range(z.shape[0]):
-            for t0, t1, frames in stream(self.model, z[i : i + 1], frames_per_chunk):
+            state = TinyState()
+            for t0, t1 in plan_chunks(z.shape[2], frames_per_chunk):
                 tracker.check_cancel()
-                f0, f1 = _frame_range(t0, t1)
-                canvas = canvas_for(i, f0, f1)
-                canvas.add(f0, tile, frames.mul(2).sub_(1))
-                tracker.advance(t1 - t0, lambda: canvas.frame(f1 - 1))
-                yield i, f1
+                yield i, t0, t1, self.model.decode_chunk(z[i : i + 1, :, t0:t1], state).mul_(2).sub_(1)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, normalized: bool = False, *, layout: str = "video", output_device=None,
@@ -97,8 +94,11 @@ class TinyVAE:
             out = torch.empty(b * frames, h, w, 3, dtype=torch.float32, device=device)
             canvases = [_Canvas(out[i * frames : (i + 1) * frames], layout, self.spatial_scale) for i in range(b)]
         tracker = _Tracker(b * t, progress, cancel, preview)
-        for _ in self._pieces(z, frames_per_chunk, tracker, lambda i, f0, f1: canvases[i]):
-            pass
+        whole = Tile(0, z.shape[-2], 0, z.shape[-1])
+        for i, t0, t1, frames in self._chunks(z, frames_per_chunk, tracker):
+            f0, f1 = _frame_range(t0, t1)
+            canvases[i].add(f0, whole, frames)
+            tracker.advance(t1 - t0, functools.partial(canvases[i].frame, f1 - 1))
         return out
 
     @torch.inference_mode()
@@ -112,14 +112,13 @@ class TinyVAE:
         z = self._prepare(latents, normalized, tiling, devices)
         h, w = z.shape[-2] * self.spatial_scale, z.shape[-1] * self.spatial_scale
         tracker = _Tracker(z.shape[0] * z.shape[2], progress, cancel, preview)
-        chunk = {}
-
-        def canvas_for(i, f0, f1):
-            chunk["out"] = torch.empty(f1 - f0, h, w, 3, dtype=torch.float32, device=output_device)
-            return _Canvas(chunk["out"], "images", self.spatial_scale, first_frame=f0)
-
-        for _ in self._pieces(z, frames_per_chunk, tracker, canvas_for):
-            out = chunk.pop("out")
+        whole = Tile(0, z.shape[-2], 0, z.shape[-1])
+        for _, t0, t1, frames in self._chunks(z, frames_per_chunk, tracker):
+            f0, f1 = _frame_range(t0, t1)
+            out = torch.empty(f1 - f0, h, w, 3, dtype=torch.float32, device=output_device)
+            canvas = _Canvas(out, "images", self.spatial_scale, first_frame=f0)
+            canvas.add(f0, whole, frames)
+            tracker.advance(t1 - t0, functools.partial(canvas.frame, f1 - 1))
             yield to_uint8(out) if dtype == torch.uint8 else out
 
 
