@@ -12,7 +12,7 @@ from ..wan_vae import WanVAEError, write_video
 from ..wan_vae.latents import write_latent_file
 from . import comfy_host
 from .decode import DECODE_INPUTS, run_decode, video_latents
-from .export import EXPORT_INPUTS, EXPORT_OPTIONAL, HIDDEN, choose_output, saved
+from .export import EXPORT_OPTIONAL, HIDDEN, choose_output, export_inputs, saved
 from .load_vae import CATEGORY, as_wan_vae
 
 
@@ -36,7 +36,7 @@ class WanDecodeToVideo:
         optional["save_latent"] = ("BOOLEAN", {"default": True, "tooltip": (
             "Save the latent beside the video (wan_00001_.latent, before decoding), so that a decode that is stopped "
             "or fails can be redone: copy it to ComfyUI/input and load it with Load Latent.")})  # fmt: skip
-        return {"required": DECODE_INPUTS | EXPORT_INPUTS, "optional": optional, "hidden": dict(HIDDEN)}
+        return {"required": DECODE_INPUTS | export_inputs(), "optional": optional, "hidden": dict(HIDDEN)}
 
     def decode_to_video(self, vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, fps, format,
                         quality, filename_prefix, save_metadata, audio=None, bit_depth=8, save_latent=True, prompt=None,

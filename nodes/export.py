@@ -1,6 +1,6 @@
 """ExportVideo: IMAGE frames (and optional AUDIO) to a video file in ComfyUI's output folder, shown on the node.
 
-`EXPORT_INPUTS`, `EXPORT_OPTIONAL`, `choose_output` and `saved` are shared with Wan Decode to Video.
+`export_inputs`, `EXPORT_OPTIONAL`, `choose_output` and `saved` are shared with Wan Decode to Video.
 """
 
 from __future__ import annotations
@@ -14,22 +14,28 @@ from ..wan_vae.writer import DEFAULT_QUALITY, MAX_FPS, available_formats, check_
 from . import comfy_host
 from .load_vae import CATEGORY
 
-EXPORT_INPUTS = {
-    "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": float(MAX_FPS), "step": 0.001, "tooltip": (
-        "Frames per second: 16 for Wan 2.1 and Wan 2.2 14B, 24 for Wan 2.2 TI2V-5B. 23.976 and 29.97 "
-        "are stored as 24000/1001 and 30000/1001.")}),
-    "format": (available_formats(), {"default": "h264-mp4", "tooltip": "\n".join(
-        f"{name}: {FORMATS[name].description}" for name in available_formats())}),
-    "quality": ("INT", {"default": DEFAULT_QUALITY, "min": 0, "max": 100, "tooltip": (
-        "0-100, higher is better and bigger. 80 is visually lossless H.264 (crf 19). "
-        "Lossless formats ignore it; WebP at 100 is lossless.")}),
-    "filename_prefix": ("STRING", {"default": "WanVideo/wan", "tooltip": (
-        "Subfolder and name in the output folder; a counter is added and never overwrites. "
-        "%width%, %height%, %year%, %month%, %day% are filled in.")}),
-    "save_metadata": ("BOOLEAN", {"default": True, "tooltip": (
-        "Embed the prompt and workflow (MP4, MOV, WebM, MKV), so dropping the video on ComfyUI "
-        "restores the workflow. ComfyUI's --disable-metadata turns it off everywhere.")}),
-}  # fmt: skip
+
+def export_inputs() -> dict:
+    """fps, format, quality, filename_prefix, save_metadata. A function: the format list waits for ffmpeg's trial of the
+    hardware encoders (once per process), which importing the pack should not."""
+    formats = available_formats()
+    return {
+        "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": float(MAX_FPS), "step": 0.001, "tooltip": (
+            "Frames per second: 16 for Wan 2.1 and Wan 2.2 14B, 24 for Wan 2.2 TI2V-5B. 23.976 and 29.97 "
+            "are stored as 24000/1001 and 30000/1001.")}),
+        "format": (formats, {"default": "h264-mp4", "tooltip": "\n".join(f"{name}: {FORMATS[name].description}" for name in formats)}),
+        "quality": ("INT", {"default": DEFAULT_QUALITY, "min": 0, "max": 100, "tooltip": (
+            "0-100, higher is better and bigger. 80 is visually lossless H.264 (crf 19). "
+            "Lossless formats ignore it; WebP at 100 is lossless.")}),
+        "filename_prefix": ("STRING", {"default": "WanVideo/wan", "tooltip": (
+            "Subfolder and name in the output folder; a counter is added and never overwrites. "
+            "%width%, %height%, %year%, %month%, %day% are filled in.")}),
+        "save_metadata": ("BOOLEAN", {"default": True, "tooltip": (
+            "Embed the prompt and workflow (MP4, MOV, WebM, MKV), so dropping the video on ComfyUI "
+            "restores the workflow. ComfyUI's --disable-metadata turns it off everywhere.")}),
+    }  # fmt: skip
+
+
 # Optional so that workflows saved before bit_depth existed (API format included) still validate.
 EXPORT_OPTIONAL = {
     "audio": ("AUDIO", {"tooltip": "Muxed in (AAC or Opus), padded or cut to the video's length."}),
@@ -72,7 +78,7 @@ class ExportVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE", {"tooltip": "The frames, e.g. from Wan Decode Latents."}), **EXPORT_INPUTS},
+        return {"required": {"images": ("IMAGE", {"tooltip": "The frames, e.g. from Wan Decode Latents."}), **export_inputs()},
                 "optional": dict(EXPORT_OPTIONAL), "hidden": dict(HIDDEN)}  # fmt: skip
 
     def export(self, images, fps, format, quality, filename_prefix, save_metadata, audio=None, bit_depth=8, prompt=None,
