@@ -142,8 +142,9 @@ def cmd_info(args) -> int:
 
         try:
             raw, name = read_state_dict(path)
-            if is_tiny(strip_prefix(raw)[0]):
-                print(f"{path.name}: {load_tiny(strip_prefix(raw)[0], name)[1].describe()}")
+            stripped = strip_prefix(raw)[0]
+            if is_tiny(stripped):
+                print(f"{path.name}: {load_tiny(stripped, name)[1].describe()}")
                 return 0
             _, info = prepare_state_dict(raw, name)
             print(f"{path.name}: {info.describe()}")
