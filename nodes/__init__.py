@@ -2,7 +2,8 @@
 
 from .decode import WanDecodeLatents
 from .decode_to_video import WanDecodeToVideo
-from .export import ExportVideo
+from .encode import WanEncode
+from .export import ExportVideo, clean_output_folder
 from .load_latent import LoadWanLatent
 from .load_vae import LoadWanVAE
 
@@ -13,6 +14,7 @@ NODE_CLASS_MAPPINGS = {
     "ExportVideo": ExportVideo,
     "LoadWanLatent": LoadWanLatent,
     "WanDecodeToVideo": WanDecodeToVideo,
+    "WanEncode": WanEncode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadWanVAE": "Load Wan VAE",
@@ -20,4 +22,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ExportVideo": "Export Video",
     "LoadWanLatent": "Load Wan Latent (.safetensors / .pt)",
     "WanDecodeToVideo": "Wan Decode to Video",
+    "WanEncode": "Wan Encode",
 }
+
+clean_output_folder()  # partial files of runs that were killed (a crashed ComfyUI) go when the pack loads

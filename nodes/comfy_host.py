@@ -53,8 +53,11 @@ def vae_filenames() -> list[str]:
 
 
 def vae_file(name: str) -> str:
+    """The path of `vae_name`, which must name a file inside a `vae` model folder (README: paths)."""
+    _plain_name(name, "vae_name")
     if IN_COMFYUI:
-        return folder_paths.get_full_path_or_raise("vae", name)
+        path = folder_paths.get_full_path_or_raise("vae", name)
+        return _inside_any(folder_paths.get_folder_paths("vae"), path, name, "vae_name")
     return _inside(FALLBACK_DIRS["vae"], name)
 
 
@@ -64,8 +67,12 @@ def input_filenames(extensions) -> list[str]:
 
 
 def input_file(name: str) -> str:
+    """The path of a file a workflow names in ComfyUI's input folder ("name [output]" and "[temp]" as ComfyUI reads them)."""
+    _plain_name(name.rsplit(" [", 1)[0] if name.endswith("]") else name, "latent_file")
     if IN_COMFYUI:
-        return folder_paths.get_annotated_filepath(name)
+        path = folder_paths.get_annotated_filepath(name)
+        folders = [folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory()]
+        return _inside_any(folders, path, name, "latent_file")
     return _inside(FALLBACK_DIRS["input"], name)
 
 
@@ -73,11 +80,30 @@ def output_directory() -> str:
     return folder_paths.get_output_directory() if IN_COMFYUI else os.path.abspath(FALLBACK_DIRS["output"])
 
 
+def _plain_name(name: str, what: str) -> None:
+    """A workflow's file name is relative and never climbs: no absolute path, drive, '..' part or NUL."""
+    parts = name.replace("\\", "/").split("/") if isinstance(name, str) else [".."]
+    if not isinstance(name, str) or not name or "\0" in name or name.startswith(("/", "\\")) or ".." in parts \
+            or (len(name) > 1 and name[1] == ":"):  # fmt: skip
+        raise ValueError(f"{what} '{name}' is not a file name inside ComfyUI's folder: absolute paths and '..' are refused. "
+                         "Pick a file from the list.")  # fmt: skip
+
+
 def _inside(folder: str, name: str) -> str:
     path = os.path.abspath(os.path.join(folder, name))
     if os.path.commonpath((os.path.abspath(folder), path)) != os.path.abspath(folder):
         raise ValueError(f"'{name}' is outside {folder}.")
     return path
+
+
+def _inside_any(folders, path: str, name: str, what: str) -> str:
+    """`path` if it lies (by name; symlinks you placed in the folder are followed) in one of `folders`."""
+    path = os.path.abspath(path)
+    for folder in folders:
+        folder = os.path.abspath(folder)
+        if os.path.commonpath((folder, path)) == folder:
+            return path
+    raise ValueError(f"{what} '{name}' is outside ComfyUI's folders ({', '.join(folders)}).")
 
 
 def save_location(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
@@ -150,7 +176,7 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
     if IN_COMFYUI:
         return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
-    from ..wan_vae.vae import default_dtype
+    from ..wan_vae.precision import default_dtype
 
     return default_dtype(device)
 
@@ -161,7 +187,7 @@ def make_room(device: torch.device, needed_bytes: int) -> int:
         mm.free_memory(needed_bytes, device)
         mm.soft_empty_cache()
         return mm.get_free_memory(device)
-    from ..wan_vae.memory import free_bytes
+    from ..wan_vae.free_memory import free_bytes
 
     if device.type == "cuda":
         torch.cuda.empty_cache()

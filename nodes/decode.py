@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 
 import torch
 
-from ..wan_vae import DecodeCancelled, WanVAE
+from ..wan_vae import DecodeCancelled, Options, WanVAE
 from ..wan_vae.memory import estimate_peak_bytes
 from ..wan_vae.tiling import MIN_TILE_CELLS
 from . import comfy_host
@@ -43,8 +45,9 @@ DECODE_INPUTS = {
 }  # fmt: skip
 
 TINY_DECODER_BYTES = 1 << 30  # what a tiny decoder asks ComfyUI to free (720p chunks of 4 latent frames fit)
-# work(vae, latents, options) runs wan.decode or wan.decode_frames with options (tiling, progress, cancel, ...).
-Work = Callable[[WanVAE, torch.Tensor, dict], object]
+# work(vae, latents, options, wired) runs wan.decode or wan.decode_frames with the options and the wired callbacks
+# (progress, preview, cancel).
+Work = Callable[[WanVAE, torch.Tensor, Options, dict], object]
 
 
 class WanDecodeLatents:
@@ -66,8 +69,8 @@ class WanDecodeLatents:
         return {"required": dict(DECODE_INPUTS)}
 
     def decode(self, vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk):
-        def work(wan, latents, options):
-            return wan.decode(latents, layout="images", output_device=comfy_host.result_device(), **options)
+        def work(wan, latents, options, wired):
+            return wan.decode(latents, options=options, layout="images", output_device=comfy_host.result_device(), **wired)
 
         return (run_decode(vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, work),)
 
@@ -83,47 +86,63 @@ def run_decode(vae: LoadedWanVAE, samples, latent_space, tiling, tile_size, tile
     bar, previews and Stop wired, one retry with smaller tiles on out-of-memory, and the VAE put back after."""
     latents = video_latents(samples)
     vae = as_wan_vae(vae)
+    options = Options.from_widgets(latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, vae.devices)
+    if not isinstance(vae.vae, WanVAE):  # a tiny decoder: a few hundred MB, no tiles
+        comfy_host.make_room(vae.device, TINY_DECODER_BYTES)
+    elif latents.dim() == 5 and latents.shape[1] == vae.vae.latent_channels:  # else the decoder says what is wrong
+        h, w = latents.shape[-2] * vae.vae.spatial_scale, latents.shape[-1] * vae.vae.spatial_scale
+        options = fit_to_memory(vae, options, functools.partial(estimate_peak_bytes, vae.vae, h, w), "decode")
+    return run_planned(vae, latents, options, work, "decode")
+
+
+def fit_to_memory(vae: LoadedWanVAE, options: Options, estimate: Callable[..., int], what: str) -> Options:
+    """Ask ComfyUI to unload what it must (the sampler's model, say); with tiling auto, plan for what is then free.
+    estimate(frames_per_chunk, tile_px or None) is the peak in bytes."""
     wan, device = vae.vae, vae.device
-    options = dict(normalized=latent_space == "normalized", tiling=tiling, tile_size=tile_size, tile_overlap=tile_overlap,
-                   frames_per_chunk=frames_per_chunk, devices=vae.devices)  # fmt: skip
-    if not isinstance(wan, WanVAE):  # a tiny decoder: a few hundred MB, no tiles
-        comfy_host.make_room(device, TINY_DECODER_BYTES)
-    elif latents.dim() == 5 and latents.shape[1] == wan.latent_channels:  # else the decoder says what is wrong
-        # Ask ComfyUI to unload what it must (the sampler's model, say); auto tiles to what is then free.
-        h, w = latents.shape[-2] * wan.spatial_scale, latents.shape[-1] * wan.spatial_scale
-        wanted = estimate_peak_bytes(wan, h, w, frames_per_chunk, tile_size if tiling == "on" else None)
-        free = comfy_host.make_room(device, wanted)
-        if tiling == "auto":
-            smallest = MIN_TILE_CELLS * wan.spatial_scale
-            if free < estimate_peak_bytes(wan, h, w, 1, smallest):
-                log.warning("Wan decode: only %.1f GiB free on %s; trying the smallest tiles (%d px) anyway",
-                            free / 2**30, device, smallest)  # fmt: skip
-                options.update(tiling="on", tile_size=smallest, frames_per_chunk=1)
-            else:
-                options["memory_budget"] = free
+    free = comfy_host.make_room(device, estimate(options.frames_per_chunk, options.tile_size if options.tiling == "on" else None))
+    if options.tiling != "auto":
+        return options
+    smallest = MIN_TILE_CELLS * wan.spatial_scale
+    if free < estimate(1, smallest):
+        log.warning("Wan %s: only %.1f GiB free on %s; trying the smallest tiles (%d px) anyway", what, free / 2**30, device, smallest)
+        return dataclasses.replace(options, tiling="on", tile_size=smallest, frames_per_chunk=1)
+    log.info("Wan %s: %.1f GiB free on %s after ComfyUI made room; tiling auto plans for that", what, free / 2**30, device)
+    return dataclasses.replace(options, memory_budget=free)
+
+
+def run_planned(vae: LoadedWanVAE, data: torch.Tensor, options: Options, work: Work, what: str):
+    """work(wan, data, options, wired) on the node's device, once more with smaller tiles if it ran out of memory."""
+    wan, device = vae.vae, vae.device
     try:
         wan.to(device=device)
         try:
-            return _attempt(work, wan, latents, options)
+            return _attempt(work, wan, data, options)
         except Exception as error:
-            if not comfy_host.is_out_of_memory(error) or tiling == "on" and tile_size <= 2 * MIN_TILE_CELLS * wan.spatial_scale:
+            retry = _retry_options(wan, options, error)
+            if retry is None:
                 raise
-            retry = max(tile_size // 2, 2 * MIN_TILE_CELLS * wan.spatial_scale) if tiling == "on" else min(tile_size, 512)
-            log.warning("Wan decode ran out of memory on %s (%s); retrying once with %d px tiles", device, error, retry)
+            log.warning("Wan %s ran out of memory on %s (%s); retrying once with %d px tiles", what, device, error, retry.tile_size)
             del error
             comfy_host.release_memory()
-            options.update(tiling="on", tile_size=retry, tile_overlap=0)
-            return _attempt(work, wan, latents, options)
+            return _attempt(work, wan, data, retry)
     finally:
         wan.release_replicas()  # the copies on other GPUs: ComfyUI does not know of them
         wan.to(device=comfy_host.offload_device())
         comfy_host.release_memory()
 
 
-def _attempt(work: Work, wan: WanVAE, latents: torch.Tensor, options: dict):
+def _retry_options(wan: WanVAE, options: Options, error: Exception) -> Options | None:
+    """Smaller tiles for the one retry after running out of memory; None if this was not that, or tiles are already smallest."""
+    smallest_retry = 2 * MIN_TILE_CELLS * wan.spatial_scale
+    if not comfy_host.is_out_of_memory(error) or options.tiling == "on" and options.tile_size <= smallest_retry:
+        return None
+    size = max(options.tile_size // 2, smallest_retry) if options.tiling == "on" else min(options.tile_size, 512)
+    return dataclasses.replace(options, tiling="on", tile_size=size, tile_overlap=0)
+
+
+def _attempt(work: Work, wan: WanVAE, data: torch.Tensor, options: Options):
     shown = comfy_host.NodeProgress()
-    wired = dict(progress=shown.progress, preview=shown.preview, cancel=comfy_host.stop_requested)
     try:
-        return work(wan, latents, options | wired)
+        return work(wan, data, options, dict(progress=shown.progress, preview=shown.preview, cancel=comfy_host.stop_requested))
     except DecodeCancelled as stopped:
         comfy_host.raise_stopped(stopped)

@@ -53,8 +53,8 @@ class WanDecodeToVideo:
         if save_latent:
             latent_file = write_latent_file(out.sibling(".latent"), samples["samples"], out.metadata)
 
-        def work(wan, latents, options):
-            frames = wan.decode_frames(latents, dtype=torch.float32 if bit_depth > 8 else torch.uint8, **options)
+        def work(wan, latents, options, wired):
+            frames = wan.decode_frames(latents, options=options, dtype=torch.float32 if bit_depth > 8 else torch.uint8, **wired)
             return write_video(frames, out.path, fps, format=format, quality=quality, audio=audio, metadata=out.metadata,
                                bit_depth=bit_depth)  # fmt: skip
 

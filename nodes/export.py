@@ -6,13 +6,23 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..wan_vae import FORMATS, VideoWriteError, write_video
+from ..wan_vae import FORMATS, VideoWriteError, partials, write_video
 from ..wan_vae.writer import DEFAULT_QUALITY, MAX_FPS, available_formats, check_output
 from . import comfy_host
 from .load_vae import CATEGORY
+
+
+def clean_output_folder() -> threading.Thread:
+    """Remove, in the background, the partial files that killed runs left anywhere in the output folder (partials.py):
+    ComfyUI killed mid-write leaves a hidden partial that nothing else would ever remove."""
+    worker = threading.Thread(target=partials.remove_stale, args=(comfy_host.output_directory(), True),
+                              name="wan_vae stale partials", daemon=True)  # fmt: skip
+    worker.start()
+    return worker
 
 
 def export_inputs() -> dict:

@@ -12,19 +12,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wan_vae import cli  # noqa: E402
-from wan_vae.vae import WanVAE  # noqa: E402
+from wan_vae import driver  # noqa: E402
 
 rank = os.environ["RANK"]
 fail = os.environ.get("WAN_VAE_TEST_FAIL")
 if fail and fail.split(":")[0] == rank:
-    at, real = int(fail.split(":")[1]), WanVAE._up
+    at, real = int(fail.split(":")[1]), driver.land
 
-    def failing_up(self, plan, k, mid, t0, t1, *args, **kwargs):
+    def failing_land(net, plan, k, mid, t0, t1, *args, **kwargs):
         if t0 >= at:
             raise RuntimeError(f"injected failure at latent frame {t0}")
-        return real(self, plan, k, mid, t0, t1, *args, **kwargs)
+        return real(net, plan, k, mid, t0, t1, *args, **kwargs)
 
-    WanVAE._up = failing_up
+    driver.land = failing_land
 
 if sys.argv[1] == "frames":  # frames VAE LATENT OUT.pt [TILE_SIZE]: the library's frames, saved by rank 0
     import torch

@@ -17,7 +17,7 @@ from wan_vae.config import CONFIGS
 from wan_vae.latents import write_latent_file
 
 PACK = Path(__file__).resolve().parents[1]
-NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo")
+NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode")
 # Widget names in order: saved workflows store widgets_values by position, so this order is a public contract.
 WIDGET_ORDER = {
     "LoadWanVAE": ["vae_name", "precision", "device"],
@@ -26,6 +26,7 @@ WIDGET_ORDER = {
     "LoadWanLatent": ["latent_file", "tensor_name"],
     "WanDecodeToVideo": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk", "fps", "format", "quality",
                          "filename_prefix", "save_metadata", "bit_depth", "save_latent"],
+    "WanEncode": ["latent_space", "tiling", "tile_size", "frames_per_chunk", "trim"],
 }
 
 
@@ -240,8 +241,8 @@ def test_out_of_memory_is_retried_once_with_tiles(pack, folders, monkeypatch, ca
     calls = []
 
     def flaky(z, **kw):
-        calls.append(kw["tiling"])
-        if kw["tiling"] != "on":
+        calls.append(kw["options"].tiling)
+        if kw["options"].tiling != "on":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 7.70 GiB")
         return real(z, **kw)
 
@@ -361,3 +362,50 @@ def test_core_vaes_that_are_not_wan_say_what_they_are(pack, folders):
         decode(pack, sdxl, latents("2.1"))
     with pytest.raises(TypeError, match="vae must be a WAN_VAE from Load Wan VAE or a VAE from Load VAE, not str"):
         decode(pack, "wan_2.1_vae.safetensors", latents("2.1"))
+
+
+# ------------------------------------------------------------------------------------------ Wan Encode
+
+
+def encode(pack, vae, images, **kw):
+    args = dict(latent_space="raw", tiling="auto", tile_size=512, frames_per_chunk=1, trim=False) | kw
+    return pack.NODE_CLASS_MAPPINGS["WanEncode"]().encode(vae, images, **args)[0]
+
+
+def test_wan_encode_makes_a_latent_the_decoders_and_samplers_take(pack, folders):
+    vae = load(pack, device="cpu")
+    images = torch.rand(9, 48, 80, 3, generator=torch.Generator().manual_seed(0))
+    latent = encode(pack, vae, images)
+    z = latent["samples"]
+    assert set(latent) == {"samples"} and z.shape == (1, 16, 3, 6, 10) and z.dtype == torch.float32 and z.device.type == "cpu"
+    expected = vae.vae.encode(images.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1)
+    assert (z - expected).abs().max() <= 1e-5
+    assert (encode(pack, vae, images, tiling="on", tile_size=128)["samples"] - z).abs().max() <= 1e-5  # exact tiles
+    assert decode(pack, vae, z).shape == (9, 48, 80, 3)  # our decode takes it, 1 + 4(T - 1) frames
+    normalized = encode(pack, vae, images, latent_space="normalized")["samples"]
+    assert torch.allclose(decode(pack, vae, normalized, latent_space="normalized"), decode(pack, vae, z), atol=1e-4)
+
+
+def test_wan_encode_trims_or_says_what_to_change(pack, folders):
+    vae = load(pack, device="cpu")
+    images = torch.rand(11, 50, 83, 3, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(pack.lib.LatentError, match=r"1 \+ 4k frames.*turn trim on"):
+        encode(pack, vae, images)
+    with pytest.raises(pack.lib.LatentError, match=r"not a multiple of 8.*turn trim on"):
+        encode(pack, vae, images[:9])
+    z = encode(pack, vae, images, trim=True)["samples"]
+    assert z.shape == (1, 16, 3, 6, 10)
+    assert (z - encode(pack, vae, images[:9, 1:49, 1:81].contiguous())["samples"]).abs().max() <= 1e-5  # the centre
+
+
+def test_wan_encode_takes_core_load_vae_and_refuses_a_tiny_decoder(pack, folders, tmp_path):
+    from reference import original_state_dict
+    from test_tiny_decoders import tiny_file
+
+    images = torch.rand(5, 48, 80, 3, generator=torch.Generator().manual_seed(2))
+    sd = original_state_dict("2.1")
+    expected = pack.lib.load_vae(sd).encode(images.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1)
+    assert (encode(pack, CoreVAE(sd), images)["samples"] - expected).abs().max() <= 1e-5
+    tiny_file(folders["vae"] / "taew2_1.pth", 16)
+    with pytest.raises(pack.lib.LatentError, match="decoder only: encoding needs the full Wan 2.1 VAE"):
+        encode(pack, load(pack, "taew2_1.pth"), images)

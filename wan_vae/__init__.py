@@ -9,10 +9,11 @@
 from .checkpoint import CheckpointInfo
 from .config import WAN21, WAN22, WanVAEConfig
 from .errors import CheckpointError, DecodeCancelled, LatentError, SettingsError, VideoWriteError, WanVAEError
+from .options import Options
 from .vae import WanVAE, load_vae
 from .writer import FORMATS, write_video
 
 __all__ = [
-    "FORMATS", "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "SettingsError",
+    "FORMATS", "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "Options", "SettingsError",
     "VideoWriteError", "WanVAE", "WanVAEConfig", "WanVAEError", "load_vae", "write_video",
 ]  # fmt: skip

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +167,7 @@ def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
 
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError, MemoryError) as e:
         raise CheckpointError(
             f"'{path}' ({size:,} bytes) is not a readable .safetensors file: {e}. "
             "It is probably truncated or corrupt (an interrupted download?): download it again."
@@ -185,7 +184,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             f"could run code (torch.load with weights_only=True said: {first_line}). "
             "Use a .safetensors copy instead."
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever torch.load says of outside bytes (zip, pickle, safetensors inside)
         raise CheckpointError(
             f"'{path}' is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
             "It is probably truncated or corrupt: download it again."

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,7 +19,9 @@ import torch
 from . import distributed
 from .errors import CheckpointError, LatentError, WanVAEError
 from .latents import describe_latent, read_latent_file, write_latent_file
-from .vae import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, WanVAE, default_dtype, load_vae
+from .options import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, Options
+from .precision import default_dtype
+from .vae import WanVAE, load_vae
 from .writer import DEFAULT_QUALITY, FORMATS, check_output, read_audio_file, write_video
 
 EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
@@ -36,6 +39,12 @@ def _device(choice: str) -> torch.device:
 
 def _dtype(choice: str, device: torch.device) -> torch.dtype:
     return default_dtype(device) if choice == "auto" else DTYPES[choice]
+
+
+def _options(args) -> Options:
+    """The decode/encode settings from the flags of the same names."""
+    return Options.from_widgets(args.latent_space, args.tiling, args.tile_size, getattr(args, "tile_overlap", DEFAULT_TILE_OVERLAP),
+                                args.frames_per_chunk, args.devices.split(",") if args.devices else None)  # fmt: skip
 
 
 class _Progress:
@@ -82,11 +91,8 @@ def cmd_decode(args) -> int:
     audio = read_audio_file(args.audio) if args.audio else None
     progress = _Progress("decoding")
     start = time.perf_counter()
-    frames = vae.decode_frames(
-        latents, normalized=args.latent_space == "normalized", dtype=torch.uint8 if args.bit_depth == 8 else torch.float32,
-        tiling=args.tiling, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
-        frames_per_chunk=args.frames_per_chunk, progress=progress, devices=args.devices.split(",") if args.devices else None,
-    )  # fmt: skip
+    frames = vae.decode_frames(latents, options=_options(args), dtype=torch.uint8 if args.bit_depth == 8 else torch.float32,
+                               progress=progress)  # fmt: skip
     try:
         path = write_video(frames, out, args.fps, format=fmt, quality=args.quality, audio=audio,
                            overwrite=args.overwrite, bit_depth=args.bit_depth)  # fmt: skip
@@ -115,8 +121,7 @@ def _decode_distributed(args) -> int:
         group.agree(not error, error)
         progress = _Progress("decoding") if group.rank == 0 else None
         start = time.perf_counter()
-        frames = distributed.decode_frames(vae, latents, group, args.latent_space == "normalized", tiling=args.tiling,
-                                           tile_size=args.tile_size, frames_per_chunk=args.frames_per_chunk, progress=progress)  # fmt: skip
+        frames = distributed.decode_frames(vae, latents, group, options=_options(args), progress=progress)
         if group.rank != 0:
             for _ in frames:
                 pass
@@ -161,33 +166,64 @@ def cmd_info(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    import imageio
-    import numpy as np
-
-    try:
-        reader = imageio.get_reader(args.video, format="FFMPEG")
-        frames = np.stack([frame[..., :3] for frame in reader])
-        reader.close()
-    except (OSError, ValueError, RuntimeError) as e:
-        raise WanVAEError(f"Cannot read video frames from '{args.video}': {e}") from None
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise WanVAEError(f"{out} already exists; choose another name or pass --overwrite.")
+    total = _count_frames(args.video)
     device = _device(args.device)
     vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device) if args.precision != "auto" else torch.float32)
-    if args.trim:
-        keep = 1 + 4 * ((len(frames) - 1) // 4)
-        s = vae.spatial_scale
-        frames = frames[:keep, : frames.shape[1] // s * s, : frames.shape[2] // s * s]
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0).float().div_(127.5).sub_(1)
+    if not isinstance(vae, WanVAE):
+        raise WanVAEError(f"{vae.title} has no encoder; encode with the full Wan {vae.version} VAE.")
+    if not args.trim and (total - 1) % 4:
+        keep = 1 + 4 * ((total - 1) // 4)
+        raise WanVAEError(f"The Wan VAE encodes 1 + 4k frames; '{args.video}' has {total}, which would lose {total - keep}. "
+                          f"Pass --trim to drop them, or extend the video to {keep + 4} frames.")  # fmt: skip
     progress = _Progress("encoding")
     try:
-        latents = vae.encode(video, frames_per_chunk=args.frames_per_chunk, progress=progress).float().cpu()
+        latents = vae.encode_frames(_read_frames(args.video), options=_options(args), trim=args.trim, total_frames=total,
+                                    progress=progress).float().cpu()  # fmt: skip
     finally:
         progress.close()
     write_latent_file(out, latents, metadata={"source": os.path.basename(args.video), "wan_vae": f"Wan {vae.version} VAE"})
     print(f"wrote {out}: {describe_latent(latents)}")
     return 0
+
+
+def _count_frames(path) -> int:
+    """The number of frames in a video file (ffmpeg decodes it once, without keeping frames)."""
+    import imageio_ffmpeg
+
+    if not Path(path).is_file():
+        raise WanVAEError(f"No video file at '{path}'.")
+    try:
+        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (OSError, RuntimeError, ValueError) as e:
+        raise WanVAEError(f"ffmpeg cannot read '{path}': {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+    if frames == 0:
+        raise WanVAEError(f"'{path}' has no video frames.")
+    return frames
+
+
+def _read_frames(path, per_chunk: int = 16) -> Iterator[torch.Tensor]:
+    """The video's frames as uint8 chunks [N, H, W, 3], read as they are needed."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        meta = next(reader)
+        w, h = meta["size"]
+        chunk = []
+        for data in reader:
+            chunk.append(torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3))
+            if len(chunk) == per_chunk:
+                yield torch.stack(chunk)
+                chunk = []
+        if chunk:
+            yield torch.stack(chunk)
+    except (OSError, RuntimeError) as e:
+        raise WanVAEError(f"ffmpeg cannot read '{path}': {e}") from None
+    finally:
+        reader.close()
 
 
 # ----------------------------------------------------------------------------------------- parser
@@ -236,7 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--vae", required=True)
     enc.add_argument("-o", "--output", required=True, help="the .latent file to write")
     enc.add_argument("--trim", action="store_true", help="drop trailing frames to 1 + 4k and crop to the VAE's size multiple")
-    enc.add_argument("--frames-per-chunk", type=int, default=DEFAULT_FRAMES_PER_CHUNK)
+    enc.add_argument("--latent-space", choices=["raw", "normalized"], default="raw",
+                     help="raw: for ComfyUI samplers (default); normalized: for diffusers pipelines, kijai's wrapper")
+    enc.add_argument("--tiling", choices=TILING_MODES, default="auto", help="exact spatial tiles: auto (if needed), on, off")
+    enc.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="largest tile edge in pixels (default %(default)s)")
+    enc.add_argument("--frames-per-chunk", type=int, default=DEFAULT_FRAMES_PER_CHUNK, help="latent frames per encoder pass")
+    enc.add_argument("--devices", help="several devices in this process, comma-separated (cuda:0,cuda:1): tiles spread over them")
     enc.add_argument("--precision", choices=["auto", *DTYPES], default="auto", help="auto: fp32 (bf16 shifts encoder outputs)")
     enc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     enc.add_argument("--overwrite", action="store_true")

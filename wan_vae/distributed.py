@@ -20,6 +20,7 @@ process group's timeout runs out. The backend is NCCL for CUDA devices and gloo 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -31,7 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
+from . import driver
 from .errors import WanVAEError
+from .network import Workspace
+from .options import Options
 
 log = logging.getLogger("wan_vae")
 
@@ -143,50 +147,49 @@ def _terminated(signum, frame):
     raise SystemExit(f"stopped by {signal.Signals(signum).name} (another rank failed?)")
 
 
-def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool = False, *, tiling: str = "auto",
-                  tile_size: int = 512, frames_per_chunk: int = 1, memory_budget: int | None = None,
-                  progress=None) -> Iterator[torch.Tensor]:  # fmt: skip
+def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | None = None, *, options: Options | None = None,
+                  progress=None, **settings) -> Iterator[torch.Tensor]:  # fmt: skip
     """`WanVAE.decode_frames` over the group: yields [N, H, W, 3] float32 chunks on rank 0, nothing elsewhere.
 
-    Every rank must iterate it to the end. Tiling as in `decode_frames`; rank 0's plan is everyone's.
+    Every rank must iterate it to the end. Settings as in `decode_frames` (tiling "auto" unless given);
+    rank 0's plan is everyone's.
     """
-    from .network import StreamState, Workspace
-    from .vae import _Canvas, _frame_range, _Tracker
-
+    options = (options or Options(tiling="auto")).merged(normalized, settings)
     plan, error = None, ""
     try:
-        plan = vae._plan(latents, normalized, tiling, tile_size, 0, frames_per_chunk, memory_budget, True, "cpu", group.world)
+        plan = driver.make_plan(vae, latents, options, streaming=True, output_device="cpu", min_tiles=group.world)
     except WanVAEError as e:
         error = str(e)
     group.agree(not error, error)
     b, _, t, h, w = plan.latents.shape
     version = [int(x) for x in vae.version.split(".")]
     group.same_as_rank0("The VAE, latent shape and options ([version, batch, frames, h, w, normalized, tile_size])",
-                        [*version, b, t, h, w, int(normalized), tile_size])  # fmt: skip
+                        [*version, b, t, h, w, int(options.normalized), options.tile_size])  # fmt: skip
     rows, cols = len({tl.y0 for tl in plan.tiles}), len({tl.x0 for tl in plan.tiles})
     rows, cols, fpc = group.broadcast([rows, cols, plan.frames_per_chunk])  # auto may differ by free memory
-    plan = vae._plan(latents, normalized, tiling, tile_size, 0, fpc, memory_budget, True, "cpu", grid=(rows, cols))
+    options = dataclasses.replace(options, frames_per_chunk=fpc)
+    plan = driver.make_plan(vae, latents, options, streaming=True, output_device="cpu", grid=(rows, cols))
     log.info("rank %d: %d latent frames, %dx%d px in %dx%d tiles, frames_per_chunk %d", group.rank, t, plan.width,
              plan.height, rows, cols, fpc)  # fmt: skip
     mine = [k for k in range(len(plan.tiles)) if k % group.world == group.rank]
     if not mine:
         log.info("rank %d has no tile to decode (%d tiles for %d ranks): it waits for the others",
                  group.rank, len(plan.tiles), group.world)  # fmt: skip
-    tracker = _Tracker(b * t * len(mine), progress, None)
+    tracker = driver.Tracker(b * t * len(mine), progress, None)
     scale = vae.spatial_scale
     workspace = Workspace()
     for i in range(b):
-        middle_state = StreamState(workspace)
-        states = {k: StreamState(workspace) for k in mine}
-        for t0, t1, mid in vae._middles(plan, i, middle_state, tracker):
-            f0, f1 = _frame_range(t0, t1)
+        middle_state = vae.new_state(workspace)
+        states = {k: vae.new_state(workspace) for k in mine}
+        for t0, t1, mid in driver.middles(vae, plan, i, middle_state, tracker):
+            f0, f1 = driver.frame_range(t0, t1)
             pieces, error = {}, ""
             try:
                 for k in mine:
                     tile = plan.tiles[k]
                     pieces[k] = torch.empty(f1 - f0, (tile.y1 - tile.y0) * scale, (tile.x1 - tile.x0) * scale, 3)
-                    canvas = _Canvas(pieces[k], "images", scale, first_frame=f0, origin=(tile.y0, tile.x0))
-                    vae._up(plan, k, mid, t0, t1, states[k], canvas, tracker)
+                    canvas = driver.Canvas(pieces[k], "images", scale, first_frame=f0, origin=(tile.y0, tile.x0))
+                    driver.land(vae, plan, k, mid, t0, t1, states[k], canvas, tracker)
             except Exception as e:  # noqa: BLE001 - told to every rank, then raised everywhere
                 error = f"{type(e).__name__}: {e}"
             group.agree(not error, error)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import partials
 from .checkpoint import read_tensor_file
 from .config import MODELS_BY_LATENT_CHANNELS
 from .errors import CheckpointError, LatentError
@@ -64,7 +65,8 @@ def write_latent_file(path, latent: torch.Tensor, metadata: Mapping[str, object]
     path = Path(os.fspath(path)).expanduser()
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {COMFY_KEY: latent.detach().cpu().contiguous(), COMFY_MARKER: torch.tensor([])}
-    partial = path.with_name(f".{path.name}.partial")  # a full disk leaves no truncated .latent behind
+    partials.remove_stale(path.parent)
+    partial = partials.partial_path(path)  # a full disk leaves no truncated .latent behind
     try:
         save_file(tensors, str(partial), metadata=meta or None)
         os.replace(partial, path)

@@ -27,17 +27,15 @@ is where tiling costs time.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
-import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .errors import SettingsError
+from .network import CausalConv3d, Resample
 from .tiling import MIN_TILE_CELLS, axis_spans
 
 log = logging.getLogger("wan_vae")
@@ -48,25 +46,6 @@ TRANSIENT_BYTES_PER_PIXEL = {
 }  # fmt: skip
 SAFETY = 1.1
 FIXED_OVERHEAD = 384 * 2**20
-
-
-def free_bytes(device) -> int:
-    """Memory a decode may use on `device`: free CUDA memory (plus what torch holds in cache), or available RAM."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume 8 GiB
-        return 8 * 2**30
 
 
 # ----------------------------------------------------------------------------------------- per-stage figures
@@ -85,20 +64,16 @@ class DecoderFigures:
     out_scale: int  # output pixels per pixel of the last stage (the Wan 2.2 patch size)
 
 
-def _history_bytes(modules) -> int:
-    from .network import CausalConv3d  # network imports this module
-
+def history_bytes(modules) -> int:
     convs = [m for layer in modules for m in layer.modules() if isinstance(m, CausalConv3d) and m.causal]
     return sum(2 * c.in_channels * c.compute_dtype.itemsize for c in convs)  # two input frames per conv
 
 
 def figures(vae) -> DecoderFigures:
     """Per-stage history bytes and multiply-adds of `vae`'s decoder (see DecoderFigures)."""
-    from .network import Resample
-
     decoder = vae.model.decoder
     frames, work = 1, []
-    for stage in decoder._stages:
+    for stage in decoder.stages:
         modules = [m for layer in stage for m in layer.modules()]
         doubles = any(isinstance(m, Resample) and m.mode == "upsample3d" for m in modules)
         # 3-D convs run on the stage's frames; the upsample's conv2d on twice as many when it doubles
@@ -106,10 +81,10 @@ def figures(vae) -> DecoderFigures:
         work.append(sum(m.weight.numel() * frames for m in modules if isinstance(m, torch.nn.Conv3d))
                     + sum(m.weight.numel() * 16 // 9 * frames * (1 + doubles) for m in modules if type(m) is torch.nn.Conv2d))  # fmt: skip
         frames *= 1 + doubles
-    stage_history = [_history_bytes(stage) for stage in decoder._stages]
+    stage_history = [history_bytes(stage) for stage in decoder.stages]
     stage_history[-1] += 2 * decoder.head[2].out_channels * 4  # the head carries two frames of its output
     return DecoderFigures(
-        middle_history=_history_bytes([decoder.conv1, *decoder.middle]),
+        middle_history=history_bytes([decoder.conv1, *decoder.middle]),
         middle_channels=decoder.conv1.out_channels,
         stage_history=tuple(stage_history),
         stage_work=tuple(work),
@@ -197,19 +172,31 @@ class AutoPlan:
     cols: int
     frames_per_chunk: int
     estimate: int  # bytes
-    work: int  # multiply-adds of the upsampling path per latent frame
+    work: int  # multiply-adds of the tiled path (decode: upsampling, encode: downsampling) per latent frame
 
 
 def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, streaming: bool = False,
                     latent_frames: int | None = None, output_on_device: bool = False, min_tiles: int = 1) -> AutoPlan:  # fmt: skip
-    """The tile grid (rows x cols) with the least work whose estimated peak fits `budget` bytes.
+    """The decode's tile grid (rows x cols) with the least work whose estimated peak fits `budget` bytes (`cheapest_grid`)."""
+    fig = figures(vae)
 
-    Tried at the caller's `frames_per_chunk` first, then at 1 (less memory, same frames). For each
+    def cost(rows: int, cols: int, fpc: int) -> tuple[int, int]:
+        need = estimate(vae, h, w, rows, cols, fpc, streaming, latent_frames, output_on_device, fig)
+        return need, grid_cost(fig, h, w, rows, cols).work
+
+    return cheapest_grid(vae, h, w, frames_per_chunk, budget, min_tiles, cost, "decode")
+
+
+def cheapest_grid(vae, h: int, w: int, frames_per_chunk: int, budget: int, min_tiles: int,
+                  cost: Callable[[int, int, int], tuple[int, int]], what: str) -> AutoPlan:  # fmt: skip
+    """The tile grid with the least work whose estimated peak fits `budget` bytes; cost(rows, cols, fpc) is
+    (estimated peak bytes, work).
+
+    Tried at the caller's `frames_per_chunk` first, then at 1 (less memory, same result). For each
     number of rows the fewest columns that fit are the cheapest (more columns only add halos), so the
     search stops there. `min_tiles` (one per device) is honoured as far as the frame allows. Raises
     SettingsError with the smallest estimate in GiB when nothing fits.
     """
-    fig = figures(vae)
     most = max(1, h // MIN_TILE_CELLS) * max(1, w // MIN_TILE_CELLS)
     min_tiles = min(min_tiles, most)
     smallest = None
@@ -219,10 +206,9 @@ def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, str
             for cols in range(1, max(1, w // MIN_TILE_CELLS) + 1):
                 if rows * cols < min_tiles:
                     continue
-                need = estimate(vae, h, w, rows, cols, fpc, streaming, latent_frames, output_on_device, fig)
+                need, work = cost(rows, cols, fpc)
                 smallest = need if smallest is None else min(smallest, need)
                 if need <= budget:
-                    work = grid_cost(fig, h, w, rows, cols).work
                     if best is None or (work, rows * cols) < (best.work, best.rows * best.cols):
                         best = AutoPlan(rows, cols, fpc, need, work)
                     break
@@ -230,32 +216,7 @@ def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, str
             return best
     s = vae.spatial_scale
     raise SettingsError(
-        f"A memory budget of {budget / 2**30:.2f} GiB is too small to decode {w * s}x{h * s} px with the Wan "
+        f"A memory budget of {budget / 2**30:.2f} GiB is too small to {what} {w * s}x{h * s} px with the Wan "
         f"{vae.version} VAE: even the smallest tiles ({MIN_TILE_CELLS * s} px, frames_per_chunk 1) need about "
-        f"{smallest / 2**30:.2f} GiB. Free memory (unload other models), or decode on a device with more."
+        f"{smallest / 2**30:.2f} GiB. Free memory (unload other models), or {what} on a device with more."
     )
-
-
-# ----------------------------------------------------------------------------------------- releasing memory
-
-
-def _malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand memory that is already free back to the OS (glibc keeps freed blocks under 32 MB in its heap).
-
-    Measured on the CPU decode of 5 frames at 240x416: 150-350 MB of peak RSS was such retained free
-    memory. Nothing live is touched; elsewhere than glibc this does nothing.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)

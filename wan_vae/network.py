@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import WanVAEConfig
-from .memory import release_free_memory
+from .free_memory import release_free_memory
 
 CACHE_T = 2  # history frames a 3x3x3 causal conv needs
 
@@ -455,32 +455,102 @@ def _head(dim: int, out_dim: int) -> nn.ModuleList:
 
 
 class Encoder(nn.Module):
-    """Video [B, 3*p*p, F, H, W] -> [B, 2*z_dim, T, H/8, W/8] (mean and log-variance), streaming over time."""
+    """Video [B, 3*p*p, F, H, W] -> [B, 2*z_dim, T, H/8, W/8] (mean and log-variance), streaming over time.
+
+    Two passes per chunk of frames, the decoder's mirror: `down_pass` (the entry conv and the downsampling
+    stages) is local, every spatial op a 3x3 conv, a per-pixel norm or a stride-2 conv, so a tile of its
+    output depends only on a bounded window of the input (`stage_intervals`) and it can run on that window
+    alone (`tiling.Window`); `middle_pass` (the middle block, whose attention sees the whole frame, and the
+    head) runs on the whole frame at latent resolution.
+    """
 
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
         dims = cfg.encoder_dims
         self.conv1 = CausalConv3d(cfg.image_channels, dims[0], 3, padding=1)
         last = len(cfg.dim_mult) - 1
-        stages: list[nn.Module] = []
+        layers: list[nn.Module] = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             temporal = i < last and cfg.temporal_downsample[i]
             if cfg.is_residual:
-                stages.append(DownStage(in_dim, out_dim, cfg.num_res_blocks, temporal, down=i < last))
+                layers.append(DownStage(in_dim, out_dim, cfg.num_res_blocks, temporal, down=i < last))
                 continue
-            for j in range(cfg.num_res_blocks):
-                stages.append(ResidualBlock(in_dim if j == 0 else out_dim, out_dim))
+            layers += [ResidualBlock(in_dim if j == 0 else out_dim, out_dim) for j in range(cfg.num_res_blocks)]
             if i < last:
-                stages.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
-        self.downsamples = nn.ModuleList(stages)
+                layers.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+        self.downsamples = nn.ModuleList(layers)
+        self.stages: list[list[nn.Module]] = [[self.conv1]]  # each ends in a x2 downsample, but the last
+        for layer in layers:
+            self.stages[-1].append(layer)
+            if _halves(layer) and layer is not layers[-1]:
+                self.stages.append([])
         self.middle = nn.ModuleList([ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]), ResidualBlock(dims[-1], dims[-1])])
         self.head = _head(dims[-1], cfg.z_dim * 2)
 
-    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
-        x = self.conv1(x, state)
-        for layer in (*self.downsamples, *self.middle):
+    @property
+    def stage_scales(self) -> list[int]:
+        """Spatial downsampling factor of each stage of `down_pass` (2, or 1 for the last)."""
+        return [2 if _halves(stage[-1]) else 1 for stage in self.stages]
+
+    def stage_intervals(self, a: int, b: int, length: int) -> list[tuple[int, int]]:
+        """Along one axis: what `down_pass` must see for its output cells [a, b) of a frame `length` cells long.
+
+        One interval per stage input, in that stage's pixels, then [a, b) itself. Walked backwards over
+        the modules (a conv with padding p widens by p; the stride-2 conv reads 2j .. 2j+2 for cell j),
+        clipped to the frame, and widened to even bounds where the stage halves, so that the window's
+        stride grid is the frame's.
+        """
+        intervals = [(a, b)]
+        size = length
+        for stage, scale in zip(reversed(self.stages), reversed(self.stage_scales)):
+            for layer in reversed(stage):
+                a, b = _interval_before(layer, a, b)
+            size *= scale
+            a, b = max(a, 0), min(b, size)
+            if scale == 2:
+                a, b = a - a % 2, b + b % 2
+            intervals.append((a, b))
+        return intervals[::-1]
+
+    def down_pass(self, x: torch.Tensor, state: StreamState, window=None) -> torch.Tensor:
+        """Entry conv and downsampling stages for one chunk; with a `window`, x covers `window.regions[0]`,
+        each stage runs on what the tile needs and the output is the tile's own cells."""
+        for i, stage in enumerate(self.stages):
+            if window is not None and i > 0:
+                x = window.crop(i, x)
+            for layer in stage:
+                x = layer(x, state)
+        return x if window is None else window.crop(len(self.stages), x)
+
+    def middle_pass(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        """Middle block and head for one chunk, always on the whole latent frame."""
+        for layer in self.middle:
             x = layer(x, state)
         return _norm_silu_conv(self.head[0], self.head[2], x, state)
+
+    def forward(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+        return self.middle_pass(self.down_pass(x, state), state)
+
+
+def _halves(layer: nn.Module) -> bool:
+    """Whether an encoder layer halves the frame (a stride-2 Resample, or a Wan 2.2 stage ending in one)."""
+    return isinstance(layer, Resample) and layer.mode.startswith("downsample") or isinstance(layer, DownStage) and layer.factor_s == 2
+
+
+def _interval_before(layer: nn.Module, a: int, b: int) -> tuple[int, int]:
+    """The input interval (one axis) that an encoder layer's output cells [a, b) depend on."""
+    if isinstance(layer, DownStage):  # its AvgDown3D shortcut reads 2j .. 2j+1: the main path is the wider one
+        for block in reversed(layer.downsamples):
+            a, b = _interval_before(block, a, b)
+        return a, b
+    if isinstance(layer, ResidualBlock):
+        pad = layer.residual[2].padding[-1] + layer.residual[6].padding[-1]
+        return a - pad, b + pad
+    if isinstance(layer, Resample) and layer.mode.startswith("downsample"):
+        return 2 * a, 2 * b + 1  # zero pad right/bottom by one, then a 3x3 conv of stride 2
+    if isinstance(layer, CausalConv3d):
+        return a - layer.padding[-1], b + layer.padding[-1]
+    raise TypeError(f"no receptive field rule for {type(layer).__name__}")
 
 
 class Decoder(nn.Module):
@@ -505,25 +575,25 @@ class Decoder(nn.Module):
         self.middle = nn.ModuleList([ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])])
         last = len(cfg.dim_mult) - 1
         blocks: list[nn.Module] = []
-        self._stages: list[list[nn.Module]] = []
+        self.stages: list[list[nn.Module]] = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             temporal = i < last and cfg.temporal_upsample[i]
             if cfg.is_residual:
                 blocks.append(UpStage(in_dim, out_dim, cfg.num_res_blocks, temporal, up=i < last))
-                self._stages.append([blocks[-1]])
+                self.stages.append([blocks[-1]])
                 continue
             stage = [ResidualBlock((in_dim // 2 if i > 0 else in_dim) if j == 0 else out_dim, out_dim) for j in range(cfg.num_res_blocks + 1)]
             if i < last:
                 stage.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim // 2))
             blocks.extend(stage)
-            self._stages.append(stage)
+            self.stages.append(stage)
         self.upsamples = nn.ModuleList(blocks)
         self.head = _head(dims[-1], cfg.image_channels)
 
     @property
     def stage_scales(self) -> list[int]:
         """Spatial upsampling factor of each stage of `up_pass` (2, or 1 for the last)."""
-        return [2 if any(isinstance(m, Resample) for layer in stage for m in layer.modules()) else 1 for stage in self._stages]
+        return [2 if any(isinstance(m, Resample) for layer in stage for m in layer.modules()) else 1 for stage in self.stages]
 
     def receptive_radii(self) -> list[int]:
         """How far, in pixels of each stage's input, the output of `up_pass` looks: one radius per stage, then 0.
@@ -534,7 +604,7 @@ class Decoder(nn.Module):
         """
         radius = self.head[2].padding[-1]
         radii = [0]
-        for stage in reversed(self._stages):
+        for stage in reversed(self.stages):
             for layer in reversed(stage):
                 radius = _radius_before(layer, radius)
             radii.append(radius)
@@ -559,9 +629,9 @@ class Decoder(nn.Module):
                     final: bool) -> Iterator[torch.Tensor]:  # fmt: skip
         state.final = final  # set before this call's layers run; pieces below set their own
         state.workspace.clear()
-        if window is not None and 0 < i < len(self._stages):
+        if window is not None and 0 < i < len(self.stages):
             x = window.crop(i, x)
-        if i == len(self._stages):
+        if i == len(self.stages):
             norm, _, conv = self.head
             act = state.workspace.take(x, x.shape)
             out = conv.run_taps(norm(x, out=act, silu=True), state)
@@ -569,7 +639,7 @@ class Decoder(nn.Module):
             state.workspace.give(act)
             yield out if window is None else window.crop(i, out)  # the head ran on the last stage's window
             return
-        for layer in self._stages[i]:
+        for layer in self.stages[i]:
             x = layer(x, state)
         # The final chunk runs whole: splitting it would only build history for its own later pieces.
         pieces = list(x.split(max_frames, dim=2)) if max_frames and not final else [x]
@@ -613,7 +683,7 @@ def half_precision_blocks(model: WanVAEModel) -> list[ResidualBlock]:
     and output) adds 1.3e-3 to 5e-3 relative L2 at the output, evenly spread, and the errors add in
     quadrature; keeping the other 28% of the work in fp32 takes the total from 1.5e-2 to 8e-3.
     """
-    decoder = [b for stage in model.decoder._stages[-2:] for layer in stage for b in layer.modules() if isinstance(b, ResidualBlock)]
+    decoder = [b for stage in model.decoder.stages[-2:] for layer in stage for b in layer.modules() if isinstance(b, ResidualBlock)]
     encoder, stages = [], 0
     for layer in model.encoder.downsamples:  # Wan 2.1: blocks and Resamples in one list; 2.2: DownStages
         encoder += [b for b in layer.modules() if isinstance(b, ResidualBlock)]

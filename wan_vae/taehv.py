@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from .checkpoint import check_against
 from .config import CONFIGS
-from .errors import CheckpointError, SettingsError
+from .errors import CheckpointError
 
 log = logging.getLogger("wan_vae")
 
@@ -161,9 +161,3 @@ def load_tiny(sd: Mapping[str, torch.Tensor], source: str) -> tuple[TinyDecoder,
                 ("lighttaew" if raw else "taew") + version.replace(".", "_"))  # fmt: skip
     params = sum(v.numel() for v in model.state_dict().values())
     return model.eval().requires_grad_(False), TinyInfo(source, name, version, raw, params)
-
-
-def plan_chunks(t: int, frames_per_chunk: int) -> list[tuple[int, int]]:
-    if isinstance(frames_per_chunk, bool) or not isinstance(frames_per_chunk, int) or frames_per_chunk < 1:
-        raise SettingsError(f"frames_per_chunk must be a whole number >= 1, got {frames_per_chunk!r}.")
-    return [(t0, min(t0 + frames_per_chunk, t)) for t0 in range(0, t, frames_per_chunk)]

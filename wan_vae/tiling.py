@@ -43,19 +43,24 @@ class Tile:
 
 @dataclass(frozen=True)
 class Window:
-    """What one tile's `up_pass` runs on: `regions[i]` is stage i's input region (absolute, in that
-    stage's pixels, clipped to the frame), `regions[-1]` the tile's own output pixels at the last stage.
-    `scales[i]` is stage i's upsampling factor."""
+    """What one tile's `up_pass` (or the encoder's `down_pass`) runs on: `regions[i]` is stage i's input
+    region (absolute, in that stage's pixels, clipped to the frame), `regions[-1]` the tile's own output
+    at the last stage. `scales[i]` is stage i's upsampling (or with `down`, downsampling) factor."""
 
     regions: tuple[Region, ...]
     scales: tuple[int, ...]
+    down: bool = False
 
     def crop(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """The part of x covering regions[i]; x covers regions[i - 1] upsampled by scales[i - 1], or for
+        """The part of x covering regions[i]; x covers regions[i - 1] scaled by scales[i - 1], or for
         i = 0 the whole frame (the middle block's output)."""
         y0, y1, x0, x1 = self.regions[i]
-        s = self.scales[i - 1] if i else 0
-        oy, ox = self.regions[i - 1][0] * s, self.regions[i - 1][2] * s
+        if i == 0:
+            oy = ox = 0
+        elif self.down:
+            oy, ox = self.regions[i - 1][0] // self.scales[i - 1], self.regions[i - 1][2] // self.scales[i - 1]
+        else:
+            oy, ox = self.regions[i - 1][0] * self.scales[i - 1], self.regions[i - 1][2] * self.scales[i - 1]
         if (y0 - oy, x0 - ox, y1 - y0, x1 - x0) == (0, 0, *x.shape[-2:]):
             return x
         part = x[..., y0 - oy : y1 - oy, x0 - ox : x1 - ox]
@@ -74,6 +79,13 @@ def window(tile: Tile, height: int, width: int, radii: list[int], scales: list[i
                         max(tile.x0 * level - radius, 0), min(tile.x1 * level + radius, width * level)))  # fmt: skip
         level *= scales[i] if i < len(scales) else 1  # the output region is at the last stage's scale
     return Window(tuple(regions), tuple(scales))
+
+
+def down_window(tile: Tile, height: int, width: int, encoder) -> Window:
+    """The regions stage by stage of the encoder's `down_pass` for `tile` of a `height` x `width` cell latent
+    frame (network.Encoder.stage_intervals); regions[0] is in the encoder's input pixels (patches for Wan 2.2)."""
+    ys, xs = encoder.stage_intervals(tile.y0, tile.y1, height), encoder.stage_intervals(tile.x0, tile.x1, width)
+    return Window(tuple((y0, y1, x0, x1) for (y0, y1), (x0, x1) in zip(ys, xs)), tuple(encoder.stage_scales), down=True)
 
 
 def tile_cells(tile_size: int, tile_overlap: int, scale: int) -> int:

@@ -1,28 +1,33 @@
 """`TinyVAE`: a tiny TAEHV-family decoder (taehv.py) behind WanVAE's decode API, so nodes and scripts take either.
 
-Decode only; no tiles (a 720p frame needs a few hundred MB) and one device. Chunks of any size give the
-frames of the whole video (the memory blocks' state carries over).
+Decode only; no tiles (a 720p frame needs a few hundred MB) and one device. It gives the decode driver
+(driver.py) its steps: `middle` passes the latents through, `up` runs the whole network on a chunk.
+Chunks of any size give the frames of the whole video (the memory blocks' state carries over).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator, Mapping
 
 import torch
 
+from . import driver
 from .config import CONFIGS
 from .errors import SettingsError
-from .taehv import TinyDecoder, TinyInfo, TinyState, load_tiny, plan_chunks
-from .tiling import Tile
-from .vae import Cancel, Preview, Progress, WanVAE, _Canvas, _frame_range, _Tracker
-from .writer import to_uint8
+from .inputs import check_latents
+from .options import Options
+from .taehv import TinyDecoder, TinyInfo, TinyState, load_tiny
 
 log = logging.getLogger("wan_vae")
 
 
-class TinyVAE:
+class TinyVAE(driver.Decodes):
+    has_encoder = False
+    tileable = False
+    default_options = Options(frames_per_chunk=4)  # 16 frames per pass: still small
+    video_dtype = torch.float32
+
     def __init__(self, model: TinyDecoder, info: TinyInfo) -> None:
         self.model, self.info, self.config = model, info, CONFIGS[info.version]
 
@@ -32,7 +37,6 @@ class TinyVAE:
     temporal_scale = 4
     dtype = property(lambda self: next(self.model.parameters()).dtype)
     device = property(lambda self: next(self.model.parameters()).device)
-    check_latents = WanVAE.check_latents  # the same checks and messages as the full VAEs
 
     @property
     def title(self) -> str:
@@ -41,6 +45,9 @@ class TinyVAE:
     def __repr__(self) -> str:
         return f"TinyVAE({self.info.describe()}, {self.dtype}, {self.device})"
 
+    def __str__(self) -> str:
+        return self.info.name
+
     def to(self, device=None, dtype: torch.dtype | None = None) -> TinyVAE:
         self.model.to(device=device, dtype=dtype)
         return self
@@ -48,17 +55,19 @@ class TinyVAE:
     def release_replicas(self) -> None:
         """Nothing to release: tiny decoders use one device."""
 
+    def replica(self, device) -> TinyVAE:
+        return self
+
     def encode(self, *args, **kwargs):
         raise SettingsError(f"{self.info.name} is a decoder only; encode with the full Wan {self.version} VAE.")
 
-    # ----------------------------------------------------------------------------- decode
+    encode_frames = encode
 
-    def _prepare(self, latents, normalized: bool, tiling: str, devices) -> torch.Tensor:
-        z = self.check_latents(latents).to(self.device, torch.float32)
-        if tiling == "on":
-            log.info("%s decodes whole frames (a few hundred MB at 720p); tiling is not needed and not used", self.info.name)
-        if devices is not None and len(devices) > 1:
-            log.info("%s decodes on one device (%s)", self.info.name, self.device)
+    # ----------------------------------------------------------------------------- the decode steps (driver.Steps)
+
+    def prepare_latents(self, latents, normalized: bool) -> torch.Tensor:
+        """The latents in the space this decoder was trained on (the file name tells, see taehv.py)."""
+        z = check_latents(latents, self).to(self.device, torch.float32)
         mean = torch.tensor(self.config.latents_mean, device=z.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(self.config.latents_std, device=z.device).view(1, -1, 1, 1, 1)
         if normalized and self.info.raw_latents:
@@ -67,59 +76,19 @@ class TinyVAE:
             z = (z - mean) / std
         return z.to(self.dtype)
 
-    def _chunks(self, z: torch.Tensor, frames_per_chunk: int, tracker: _Tracker) -> Iterator[tuple[int, int, int, torch.Tensor]]:
-        """(video, latent frames t0, t1, frames [1, 3, n, H, W] in [-1, 1]), video by video, chunk by chunk."""
-        for i in range(z.shape[0]):
-            state = TinyState()
-            for t0, t1 in plan_chunks(z.shape[2], frames_per_chunk):
-                tracker.check_cancel()
-                yield i, t0, t1, self.model.decode_chunk(z[i : i + 1, :, t0:t1], state).mul_(2).sub_(1)
+    def new_state(self, workspace) -> TinyState:
+        return TinyState()
 
-    @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, normalized: bool = False, *, layout: str = "video", output_device=None,
-               tiling: str = "off", tile_size: int = 512, tile_overlap: int = 64, frames_per_chunk: int = 4,
-               memory_budget: int | None = None, progress: Progress | None = None, cancel: Cancel | None = None,
-               devices=None, preview: Preview | None = None) -> torch.Tensor:  # fmt: skip
-        """As WanVAE.decode: [B, 3, F, H, W] in [-1, 1], or layout="images" [B*F, H, W, 3] in [0, 1]."""
-        if layout not in ("video", "images"):
-            raise SettingsError(f"layout must be 'video' or 'images', got {layout!r}.")
-        z = self._prepare(latents, normalized, tiling, devices)
-        b, t, h, w = z.shape[0], z.shape[2], z.shape[-2] * self.spatial_scale, z.shape[-1] * self.spatial_scale
-        frames = _frame_range(0, t)[1]
-        device = torch.device(output_device) if output_device is not None else self.device
-        if layout == "video":
-            out = torch.empty(b, 3, frames, h, w, dtype=torch.float32, device=device)
-            canvases = [_Canvas(out[i : i + 1], layout, self.spatial_scale) for i in range(b)]
-        else:
-            out = torch.empty(b * frames, h, w, 3, dtype=torch.float32, device=device)
-            canvases = [_Canvas(out[i * frames : (i + 1) * frames], layout, self.spatial_scale) for i in range(b)]
-        tracker = _Tracker(b * t, progress, cancel, preview)
-        whole = Tile(0, z.shape[-2], 0, z.shape[-1])
-        for i, t0, t1, frames in self._chunks(z, frames_per_chunk, tracker):
-            f0, f1 = _frame_range(t0, t1)
-            canvases[i].add(f0, whole, frames)
-            tracker.advance(t1 - t0, functools.partial(canvases[i].frame, f1 - 1))
-        return out
+    def middle(self, z: torch.Tensor, state: TinyState, final: bool) -> torch.Tensor:
+        return z
 
-    @torch.inference_mode()
-    def decode_frames(self, latents: torch.Tensor, normalized: bool = False, *, dtype: torch.dtype = torch.float32,
-                      output_device="cpu", tiling: str = "off", tile_size: int = 512, tile_overlap: int = 64,
-                      frames_per_chunk: int = 4, memory_budget: int | None = None, progress: Progress | None = None,
-                      cancel: Cancel | None = None, devices=None, preview: Preview | None = None) -> Iterator[torch.Tensor]:  # fmt: skip
-        """As WanVAE.decode_frames: consecutive chunks [N, H, W, 3] in [0, 1] (or uint8), as they are decoded."""
-        if dtype not in (torch.float32, torch.uint8):
-            raise SettingsError(f"decode_frames gives float32 or uint8 frames, not {dtype}.")
-        z = self._prepare(latents, normalized, tiling, devices)
-        h, w = z.shape[-2] * self.spatial_scale, z.shape[-1] * self.spatial_scale
-        tracker = _Tracker(z.shape[0] * z.shape[2], progress, cancel, preview)
-        whole = Tile(0, z.shape[-2], 0, z.shape[-1])
-        for _, t0, t1, frames in self._chunks(z, frames_per_chunk, tracker):
-            f0, f1 = _frame_range(t0, t1)
-            out = torch.empty(f1 - f0, h, w, 3, dtype=torch.float32, device=output_device)
-            canvas = _Canvas(out, "images", self.spatial_scale, first_frame=f0)
-            canvas.add(f0, whole, frames)
-            tracker.advance(t1 - t0, functools.partial(canvas.frame, f1 - 1))
-            yield to_uint8(out) if dtype == torch.uint8 else out
+    def up(self, x: torch.Tensor, state: TinyState, window, max_frames: int, final: bool) -> Iterator[torch.Tensor]:
+        yield self.model.decode_chunk(x, state).mul_(2).sub_(1)
+
+    def work_devices(self, options: Options) -> None:
+        if options.devices is not None and len(options.devices) > 1:
+            log.info("%s decodes on one device (%s)", self.info.name, self.device)
+        return None
 
 
 def load_tiny_vae(sd: Mapping[str, torch.Tensor], source: str, device="cpu", dtype: torch.dtype = torch.float32) -> TinyVAE:

@@ -7,7 +7,8 @@
 Frames are a tensor/array [N, H, W, 3] (float in [0, 1], or uint8) or an iterator of such chunks; each
 chunk is converted and piped to ffmpeg as it arrives, so memory does not grow with the video.
 The file appears under its name only once ffmpeg has finished successfully: it is written to a hidden
-temporary name in the same folder and renamed; on any failure the temporary file is removed.
+temporary name in the same folder and renamed; on any failure the temporary file is removed, and one that a
+killed process left behind is removed before the next write there (partials.py).
 
 Colour: RGB is converted to YUV with the BT.709 matrix, tv range, and the stream is tagged so
 (untagged streams get decoded as BT.601 and shift colours). Sizes are never rescaled; codecs that need
@@ -26,7 +27,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import partials
 from .errors import VideoWriteError
 
 log = logging.getLogger("wan_vae")
@@ -395,7 +396,8 @@ def write_video(
     source = _FrameSource(frames, high_bit_depth=bit_depth > 8, even_size=fmt.even_size)
     with tempfile.TemporaryDirectory(prefix="wan_vae_") as work:  # audio and metadata inputs for ffmpeg
         work = Path(work)
-        partial = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.partial{fmt.extension}"
+        partials.remove_stale(folder)  # what killed writers left here
+        partial = partials.partial_path(target, fmt.extension)
         try:
             if fmt.sequence:
                 partial.mkdir()

@@ -1,0 +1,280 @@
+"""The encode driver: video to latents, exact in tiles, whole or streamed, on one device or several.
+
+The mirror of driver.py. The encoder's `down_pass` is local, so each tile runs it on its window (its own
+cells plus the margin they depend on, aligned to the stride grid: `tiling.down_window`), keeps its own
+latent cells, and the cells are gathered into the whole latent frame, on which `middle_pass` (the
+attention) and the head run once. Each tile carries its own causal history through time, so tiles
+give exactly the untiled latents.
+
+`encode_video` has the whole video: tiles go one after the other through all of time (one tile's
+history alive at a time), gathering the down path's output of every frame before the middle block
+runs. `encode_stream` takes frames as they come: time outermost, every tile's history alive.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from . import encode_memory, multidevice
+from .driver import Tracker, latent_index, time_chunks
+from .errors import LatentError
+from .free_memory import free_bytes
+from .inputs import check_values, check_video
+from .network import StreamState, Workspace, patchify
+from .options import Options
+from .tiling import Tile, Window, down_window, plan_grid, plan_tiles, tile_cells
+
+log = logging.getLogger("wan_vae")
+
+
+@dataclass(frozen=True)
+class EncodePlan:
+    """Tiles of the latent frame, the window each one's down path runs on, and the frames per pass."""
+
+    tiles: list[Tile]
+    windows: list[Window | None]
+    frames_per_chunk: int  # latent frames (4 video frames each) per pass after the first frame
+    cells: tuple[int, int]  # latent frame h, w
+
+    def pixels(self, k: int, patch: int) -> tuple[slice, slice]:
+        """Rows and columns of the input video that tile k's down path reads."""
+        if self.windows[k] is None:
+            return slice(None), slice(None)
+        y0, y1, x0, x1 = self.windows[k].regions[0]
+        return slice(y0 * patch, y1 * patch), slice(x0 * patch, x1 * patch)
+
+
+def make_encode_plan(vae, height: int, width: int, frames: int | None, options: Options, *, streaming: bool,
+                     min_tiles: int = 1, video_bytes: int = 0) -> EncodePlan:  # fmt: skip
+    """Tiles for a `height` x `width` px video (`frames` long, None when streamed) with `options`."""
+    s = vae.spatial_scale
+    h, w = height // s, width // s
+    fpc = options.frames_per_chunk
+    if options.tiling == "auto":
+        budget = options.memory_budget if options.memory_budget is not None else free_bytes(vae.device)
+        latent_frames = None if frames is None else latent_index(frames - 1) + 1
+        auto = encode_memory.plan_for_budget(vae, h, w, fpc, budget, streaming, latent_frames, min_tiles, video_bytes)
+        fpc = auto.frames_per_chunk
+        log.info("tiling=auto (encode): %s for %dx%d px, frames_per_chunk %d: about %.1f of %.1f GiB",
+                 f"{auto.rows}x{auto.cols} tiles" if auto.rows * auto.cols > 1 else "no tiling", width, height, fpc,
+                 auto.estimate / 2**30, budget / 2**30)  # fmt: skip
+        tiles = plan_grid(h, w, auto.rows, auto.cols)
+    elif options.tiling == "on":
+        tiles = plan_tiles(h, w, tile_cells(options.tile_size, options.tile_overlap, s))
+    else:
+        tiles = plan_tiles(h, w, None)
+    windows = [None] if len(tiles) == 1 else [down_window(tile, h, w, vae.model.encoder) for tile in tiles]
+    return EncodePlan(tiles, windows, fpc, (h, w))
+
+
+def _down(vae, plan: EncodePlan, k: int, frames: torch.Tensor, state: StreamState, images: bool = False) -> torch.Tensor:
+    """Tile k's cells [1, C, t, th, tw] of the down path's output for video frames [1, 3, n, H, W] in [-1, 1]
+    (in [0, 1] with `images`: mapped here, a window at a time, so the caller's frames are never copied whole)."""
+    rows, cols = plan.pixels(k, vae.config.patch_size)
+    piece = frames[:, :, :, rows, cols].to(device=vae.device, dtype=torch.float32)
+    piece = patchify(piece * 2 - 1 if images else piece, vae.config.patch_size)
+    if vae.channels_last:
+        piece = piece.contiguous(memory_format=torch.channels_last_3d)
+    return vae.model.encoder.down_pass(piece, state, plan.windows[k])
+
+
+def _latents(vae, down: torch.Tensor, state: StreamState) -> torch.Tensor:
+    """The posterior mean [1, z_dim, t, h, w] from the gathered down-path output of one chunk."""
+    return vae.model.conv1(vae.model.encoder.middle_pass(down, state))[:, : vae.latent_channels]
+
+
+def _gathered(vae, frames: int, plan: EncodePlan) -> torch.Tensor:
+    """Where the tiles' down-path cells of `frames` latent frames are gathered (fp32, as the residual sums are)."""
+    channels = vae.config.encoder_dims[-1]
+    return torch.empty(1, channels, frames, *plan.cells, device=vae.device, memory_format=torch.channels_last_3d)
+
+
+def _place(gathered: torch.Tensor, tile: Tile, cells: torch.Tensor, t0: int) -> None:
+    gathered[:, :, t0 : t0 + cells.shape[2], tile.y0 : tile.y1, tile.x0 : tile.x1] = cells
+
+
+def _normalize(vae, out: torch.Tensor, options: Options) -> torch.Tensor:
+    if not options.normalized:
+        return out
+    mean, inv_std = vae.normalization(out)
+    return (out - mean) * inv_std
+
+
+# ----------------------------------------------------------------------------------------- the whole video
+
+
+def encode_video(vae, video: torch.Tensor, options: Options, tracker: Tracker) -> torch.Tensor:
+    """Video [B, 3, F, H, W] in [-1, 1] (or frames [F, H, W, 3] in [0, 1]) -> latents [B, C, T, h, w] (the
+    posterior mean), raw or normalized."""
+    x, images = check_video(video, vae)
+    devices = vae.work_devices(options)
+    b, _, f, height, width = x.shape
+    plan = make_encode_plan(vae, height, width, f, options, streaming=False, min_tiles=len(devices or ()),
+                            video_bytes=x.numel() * x.element_size() if x.device.type == vae.device.type else 0)  # fmt: skip
+    t, (h, w) = latent_index(f - 1) + 1, plan.cells
+    chunks = time_chunks(f, 4 * plan.frames_per_chunk)
+    out = torch.empty(b, vae.latent_channels, t, h, w, dtype=torch.float32, device=vae.device)
+    tracker.total = b * t * len(plan.tiles)
+    workspace = Workspace()
+    for i in range(b):
+        if len(plan.tiles) == 1:
+            state = StreamState(workspace)
+            for f0, f1 in chunks:
+                tracker.check_cancel()
+                state.final = f1 == f
+                mu = _latents(vae, _down(vae, plan, 0, x[i : i + 1, :, f0:f1], state, images), state)
+                out[i : i + 1, :, latent_index(f0) : latent_index(f0) + mu.shape[2]] = mu
+                tracker.advance(mu.shape[2])
+            continue
+        # The down path's output of every frame, then the middle block over it: one tile's history at a time.
+        gathered = _gathered(vae, t, plan)
+
+        def tile(k: int) -> multidevice.Job:
+            def job(net, workspace: Workspace) -> None:
+                state = StreamState(workspace)
+                for f0, f1 in chunks:
+                    tracker.check_cancel()
+                    state.final = f1 == f
+                    cells = _down(net, plan, k, x[i : i + 1, :, f0:f1], state, images)
+                    _place(gathered, plan.tiles[k], cells.to(vae.device), latent_index(f0))
+                    tracker.advance(cells.shape[2])
+
+            return job
+
+        jobs = [tile(k) for k in range(len(plan.tiles))]
+        if devices is None:
+            for job in jobs:
+                job(vae, workspace)
+        else:
+            multidevice.run_jobs(vae, devices, jobs)
+        state = StreamState(workspace)
+        for t0, t1 in time_chunks(t, plan.frames_per_chunk):
+            state.final = t1 == t
+            out[i : i + 1, :, t0:t1] = _latents(vae, gathered[:, :, t0:t1], state)
+        del gathered
+    return _normalize(vae, out, options)
+
+
+# ----------------------------------------------------------------------------------------- streamed frames
+
+
+def encode_stream(vae, frames: Iterable[torch.Tensor], options: Options, tracker: Tracker, trim: bool = False,
+                  total_frames: int | None = None) -> torch.Tensor:  # fmt: skip
+    """One video given as consecutive chunks [N, H, W, 3] (float in [0, 1], or uint8) -> latents [1, C, T, h, w].
+
+    Never holds more than a chunk of frames plus the causal history of every tile. `trim` crops the
+    frame's centre to the VAE's size multiple and drops trailing frames that do not make 1 + 4k; otherwise those
+    are refused (the size before any work, the frame count when the stream ends). `total_frames`, when
+    known, sizes the progress.
+    """
+    devices = vae.work_devices(options)
+    pieces = _passes(frames, 4 * options.frames_per_chunk, vae.spatial_scale, trim)
+    first = next(pieces, None)
+    if first is None:
+        raise LatentError("The video has no frames; nothing to encode.")
+    height, width = first.shape[-2:]
+    plan = make_encode_plan(vae, height, width, None, options, streaming=True, min_tiles=len(devices or ()))
+    workers = devices or [vae.device]
+    workspaces = [Workspace() for _ in workers]
+    states = [StreamState(workspaces[k % len(workers)]) for k in range(len(plan.tiles))]
+    middle_state = StreamState(workspaces[0])
+    tracker.total = (latent_index(total_frames - 1) + 1 if total_frames else 1) * len(plan.tiles)
+    out = []
+    for piece in _with_first(first, pieces):
+        tracker.check_cancel()
+        tracker.total = max(tracker.total, tracker.done + (piece.shape[2] // 4 or 1) * len(plan.tiles))
+        if len(plan.tiles) == 1:
+            gathered = _down(vae, plan, 0, piece, states[0])
+            tracker.advance(gathered.shape[2])
+        else:
+            cells: dict[int, torch.Tensor] = {}
+
+            def run(net, k: int) -> None:
+                cells[k] = _down(net, plan, k, piece, states[k]).to(vae.device)
+                tracker.advance(cells[k].shape[2])
+
+            work = [[functools.partial(run, k=k) for k in range(j, len(plan.tiles), len(workers))] for j in range(len(workers))]
+            if devices is None:
+                for fn in work[0]:
+                    fn(vae)
+            else:
+                multidevice.run_per_device(vae, devices, work)
+            gathered = _gathered(vae, cells[0].shape[2], plan)
+            for k, part in cells.items():
+                _place(gathered, plan.tiles[k], part, 0)
+            del cells
+        out.append(_latents(vae, gathered, middle_state))
+        del gathered, piece
+    return _normalize(vae, torch.cat(out, dim=2), options)
+
+
+def _with_first(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    yield first
+    yield from rest
+
+
+def _passes(chunks: Iterable[torch.Tensor], per_pass: int, scale: int, trim: bool) -> Iterator[torch.Tensor]:
+    """Frames regrouped as the encoder takes them: [1, 3, n, H, W] in [-1, 1], the first frame alone, then
+    `per_pass` frames at a time (a multiple of 4), the last pass possibly shorter but a multiple of 4."""
+    buffered: list[torch.Tensor] = []
+    count, seen, size = 0, 0, None
+    want = 1
+    for chunk in chunks:
+        chunk = _as_frames(chunk, seen)
+        if size is None:
+            size = _frame_size(chunk.shape[1:3], scale, trim)
+        elif chunk.shape[1:3] != size[2]:
+            raise LatentError(f"Frame {seen} is {chunk.shape[2]}x{chunk.shape[1]} px, the frames before it "
+                              f"{size[2][1]}x{size[2][0]}: a video's frames must all have one size.")  # fmt: skip
+        seen += chunk.shape[0]
+        top, left = (size[2][0] - size[0]) // 2, (size[2][1] - size[1]) // 2  # trim crops the centre
+        buffered.append(chunk[:, top : top + size[0], left : left + size[1]])
+        count += chunk.shape[0]
+        while count >= want:
+            frames = torch.cat(buffered) if len(buffered) > 1 else buffered[0]
+            buffered, count = [frames[want:]], count - want
+            yield _to_video(frames[:want])
+            want = per_pass
+    extra = count % 4
+    if extra and not trim:
+        total = seen
+        raise LatentError(f"The Wan VAE encodes 1 + 4k frames; this video has {total}, which would lose {extra}. "
+                          f"Trim it to {total - extra} frames (trim drops them for you) or extend it to {total - extra + 4}.")  # fmt: skip
+    if count - extra:
+        yield _to_video(torch.cat(buffered)[: count - extra])
+
+
+def _as_frames(chunk, seen: int) -> torch.Tensor:
+    """A chunk of frames [N, H, W, 3] as float in [0, 1] (checked), from float or uint8."""
+    if not isinstance(chunk, torch.Tensor) or chunk.dim() != 4 or chunk.shape[-1] not in (3, 4):
+        shape = list(chunk.shape) if isinstance(chunk, torch.Tensor) else type(chunk).__name__
+        raise LatentError(f"Frames must come as tensors [frames, height, width, 3] (ComfyUI's IMAGE); got {shape} at frame {seen}.")
+    chunk = chunk[..., :3]
+    if chunk.dtype == torch.uint8:
+        return chunk.float().div_(255)
+    if not chunk.is_floating_point():
+        raise LatentError(f"Frames must be float in [0, 1] or uint8, got {chunk.dtype}.")
+    check_values(chunk, images=True)
+    return chunk
+
+
+def _frame_size(hw, scale: int, trim: bool) -> tuple[int, int, tuple[int, int]]:
+    """(height, width kept, the frames' own size), or LatentError when the size is not a multiple and not trimmed."""
+    h, w = int(hw[0]), int(hw[1])
+    kept = (h // scale * scale, w // scale * scale)
+    if 0 in kept:
+        raise LatentError(f"Frames of {w}x{h} px are smaller than one latent cell ({scale} px); nothing to encode.")
+    if kept != (h, w) and not trim:
+        raise LatentError(f"The frames are {w}x{h} px; the Wan VAE encodes multiples of {scale} px. Crop to "
+                          f"{kept[1]}x{kept[0]} (trim does it for you) or resize to a multiple of {scale}.")  # fmt: skip
+    return kept[0], kept[1], (h, w)
+
+
+def _to_video(frames: torch.Tensor) -> torch.Tensor:
+    """[n, H, W, 3] in [0, 1] -> [1, 3, n, H, W] in [-1, 1]."""
+    return frames.permute(3, 0, 1, 2).unsqueeze(0).mul(2).sub_(1)
