@@ -77,6 +77,18 @@ def worker(case: dict) -> dict:
                 return None
             return vae.decode(z, **opts)
 
+    out, result = measure(run, device)
+    if case["impl"] == "ours":
+        result.update(plan)
+    if case.get("save") and out is not None:
+        torch.save(out.float().cpu(), case["save"])
+    return result
+
+
+def measure(run, device: str):
+    """run()'s output, and its wall time and the process's peak RSS (and peak VRAM on CUDA)."""
+    import torch
+
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -87,13 +99,9 @@ def worker(case: dict) -> dict:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     result = {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if case["impl"] == "ours":
-        result.update(plan)
     if device == "cuda":
         result["peak_vram_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    if case.get("save") and out is not None:
-        torch.save(out.float().cpu(), case["save"])
-    return result
+    return out, result
 
 
 def planned_grid(vae, shape, opts, streaming: bool = False) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
-from decode_benchmark import make_weights  # noqa: E402
+from decode_benchmark import make_weights, measure  # noqa: E402
 
 CASES = [("2.1", (9, 480, 832)), ("2.2", (5, 704, 1280))]
 TILES = (512, 384, 256)
@@ -85,18 +84,8 @@ def worker(case: dict) -> dict:
                 return vae.encode_frames(chunks(), options=options)
             return vae.encode(x, options=options)
 
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    with torch.inference_mode():
-        start = time.perf_counter()
-        out = run()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    result.update(seconds=seconds, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    if device == "cuda":
-        result["peak_vram_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    out, measured = measure(run, device)
+    result.update(measured)
     torch.save(out.float().cpu(), case["save"])
     return result
 

@@ -106,7 +106,7 @@ class Plan:
 
 
 def make_plan(net: Steps, latents, options: Options, *, streaming: bool, output_device=None, min_tiles: int = 1,
-         grid: tuple[int, int] | None = None) -> Plan:  # fmt: skip
+              grid: tuple[int, int] | None = None) -> Plan:  # fmt: skip
     """Check everything and decide tiles and chunks; `grid` (rows, cols) overrides `options.tiling` (another
     process decided). `streaming` and `output_device` size the auto planner's estimate."""
     z = net.prepare_latents(latents, options.normalized)
@@ -118,25 +118,33 @@ def make_plan(net: Steps, latents, options: Options, *, streaming: bool, output_
         tiles = plan_tiles(h, w, None)
     elif grid is not None:
         tiles = plan_grid(h, w, *grid)
-    elif options.tiling == "auto":
-        budget = options.memory_budget if options.memory_budget is not None else free_bytes(net.device)
-        on_device = torch.device(output_device if output_device is not None else net.device).type == net.device.type
-        auto = memory.plan_for_budget(net, h, w, fpc, budget, streaming, t, on_device, min_tiles)
-        fpc = auto.frames_per_chunk
-        log.info("tiling=auto: %s for %dx%d px, frames_per_chunk %d: about %.1f of %.1f GiB",
-                 f"{auto.rows}x{auto.cols} tiles" if auto.rows * auto.cols > 1 else "no tiling", w * scale, h * scale,
-                 fpc, auto.estimate / 2**30, budget / 2**30)  # fmt: skip
-        tiles = plan_grid(h, w, auto.rows, auto.cols)
-    elif options.tiling == "on":
-        tiles = plan_tiles(h, w, tile_cells(options.tile_size, options.tile_overlap, scale))
     else:
-        tiles = plan_tiles(h, w, None)
+        on_device = torch.device(output_device if output_device is not None else net.device).type == net.device.type
+        tiles, fpc = choose_tiles(net, h, w, options, "decode", lambda budget: memory.plan_for_budget(
+            net, h, w, fpc, budget, streaming, t, on_device, min_tiles))  # fmt: skip
     if len(tiles) == 1:
         windows = [None]
     else:
         radii, scales = net.receptive_field()
         windows = [window(tile, h, w, radii, scales) for tile in tiles]
     return Plan(z, tiles, windows, time_chunks(t, fpc), fpc, frame_range(0, t)[1], h * scale, w * scale)
+
+
+def choose_tiles(net, h: int, w: int, options: Options, what: str,
+                 plan_for_budget: Callable[[int], memory.AutoPlan]) -> tuple[list[Tile], int]:  # fmt: skip
+    """The tiles of an h x w cell frame that `options.tiling` asks for, and the frames per chunk to use.
+    For "auto", plan_for_budget(budget bytes) picks the grid (memory.py, encode_memory.py)."""
+    s = net.spatial_scale
+    if options.tiling == "on":
+        return plan_tiles(h, w, tile_cells(options.tile_size, options.tile_overlap, s)), options.frames_per_chunk
+    if options.tiling != "auto":
+        return plan_tiles(h, w, None), options.frames_per_chunk
+    budget = options.memory_budget if options.memory_budget is not None else free_bytes(net.device)
+    auto = plan_for_budget(budget)
+    log.info("tiling=auto (%s): %s for %dx%d px, frames_per_chunk %d: about %.1f of %.1f GiB", what,
+             f"{auto.rows}x{auto.cols} tiles" if auto.rows * auto.cols > 1 else "no tiling", w * s, h * s,
+             auto.frames_per_chunk, auto.estimate / 2**30, budget / 2**30)  # fmt: skip
+    return plan_grid(h, w, auto.rows, auto.cols), auto.frames_per_chunk
 
 
 class Canvas:

@@ -26,7 +26,7 @@ from .network import CausalConv3d, Resample
 from .tiling import axis_spans
 
 # bytes per input pixel and video frame of a chunk (a chunk of k latent frames holds 4k video frames)
-TRANSIENT_BYTES_PER_PIXEL = {("2.1", False): 1500, ("2.1", True): 1500, ("2.2", False): 1500, ("2.2", True): 1500}  # fmt: skip
+TRANSIENT_BYTES_PER_PIXEL = 1500
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def estimate(vae, h: int, w: int, rows: int = 1, cols: int = 1, frames_per_chunk
     if latent_frames is not None:  # a short video never builds a long one's history (the last chunk keeps none)
         history *= 0 if latent_frames == 1 else 0.5 if latent_frames - 1 <= frames_per_chunk else 1
     pixels = max(ys[0]) * max(xs[0]) * fig.patch**2
-    transient = TRANSIENT_BYTES_PER_PIXEL[vae.version, vae.dtype != torch.float32] * pixels * 4 * frames_per_chunk
+    transient = TRANSIENT_BYTES_PER_PIXEL * pixels * 4 * frames_per_chunk
     t = latent_frames or frames_per_chunk
     kept = vae.latent_channels * 4 * h * w * t
     if rows * cols > 1:
