@@ -163,7 +163,7 @@ def test_a_killed_rank_ends_the_run_in_bounded_time_and_leaves_no_video(files, t
         if pid and line.startswith("decoding: ") and int(line.split()[1].split("/")[0]) >= 5:
             break
         assert time.monotonic() < deadline, "".join(lines)
-    assert any(p.name.endswith(".partial.mkv") for p in tmp_path.iterdir())  # the video is being written
+    assert any(p.name.endswith(".wanvae-partial.mkv") for p in tmp_path.iterdir())  # the video is being written
     os.kill(pid, signal.SIGKILL)
     try:
         rest, _ = proc.communicate(timeout=90)
