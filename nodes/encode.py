@@ -8,6 +8,7 @@ import torch
 
 from ..wan_vae import LatentError, Options, WanVAE
 from ..wan_vae.encode_memory import estimate_peak_bytes
+from ..wan_vae.inputs import centre_crop
 from .decode import DECODE_INPUTS, fit_to_memory, run_planned
 from .load_vae import CATEGORY, as_wan_vae
 
@@ -76,9 +77,4 @@ def _trimmed(images: torch.Tensor, scale: int) -> torch.Tensor:
     """The frames cut to 1 + 4k and cropped (centred) to multiples of `scale`: a view, nothing copied."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
         return images  # the encoder says what is wrong
-    f, h, w = images.shape[:3]
-    keep_h, keep_w = h // scale * scale, w // scale * scale
-    if keep_h == 0 or keep_w == 0:
-        raise LatentError(f"The frames are {w}x{h} px, smaller than one latent cell ({scale} px): nothing to encode.")
-    y, x = (h - keep_h) // 2, (w - keep_w) // 2
-    return images[: 1 + 4 * ((f - 1) // 4), y : y + keep_h, x : x + keep_w]
+    return centre_crop(images[: 1 + 4 * ((images.shape[0] - 1) // 4)], scale)

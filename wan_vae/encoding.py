@@ -23,7 +23,7 @@ from . import encode_memory, multidevice
 from .driver import Tracker, choose_tiles, latent_index, time_chunks
 from .errors import LatentError
 from .free_memory import release_free_memory
-from .inputs import check_values, check_video
+from .inputs import centre_crop, check_values, check_video
 from .network import StreamState, Workspace, patchify
 from .options import Options
 from .tiling import Tile, Window, down_window
@@ -218,13 +218,12 @@ def _passes(chunks: Iterable[torch.Tensor], per_pass: int, scale: int, trim: boo
     for chunk in chunks:
         chunk = _as_frames(chunk, seen)
         if size is None:
-            size = _frame_size(chunk.shape[1:3], scale, trim)
-        elif chunk.shape[1:3] != size[2]:
+            size = _check_size(chunk.shape[1:3], scale, trim)
+        elif chunk.shape[1:3] != size:
             raise LatentError(f"Frame {seen} is {chunk.shape[2]}x{chunk.shape[1]} px, the frames before it "
-                              f"{size[2][1]}x{size[2][0]}: a video's frames must all have one size.")  # fmt: skip
+                              f"{size[1]}x{size[0]}: a video's frames must all have one size.")  # fmt: skip
         seen += chunk.shape[0]
-        top, left = (size[2][0] - size[0]) // 2, (size[2][1] - size[1]) // 2  # trim crops the centre
-        buffered.append(chunk[:, top : top + size[0], left : left + size[1]])
+        buffered.append(centre_crop(chunk, scale))  # a no-op unless trim allowed another size
         count += chunk.shape[0]
         while count >= want:
             frames = torch.cat(buffered) if len(buffered) > 1 else buffered[0]
@@ -254,16 +253,14 @@ def _as_frames(chunk, seen: int) -> torch.Tensor:
     return chunk
 
 
-def _frame_size(hw, scale: int, trim: bool) -> tuple[int, int, tuple[int, int]]:
-    """(height, width kept, the frames' own size), or LatentError when the size is not a multiple and not trimmed."""
+def _check_size(hw, scale: int, trim: bool) -> torch.Size:
+    """The frames' size, or LatentError when it is not a multiple of `scale` and `trim` does not allow cropping."""
     h, w = int(hw[0]), int(hw[1])
-    kept = (h // scale * scale, w // scale * scale)
-    if 0 in kept:
-        raise LatentError(f"Frames of {w}x{h} px are smaller than one latent cell ({scale} px); nothing to encode.")
-    if kept != (h, w) and not trim:
+    if (h % scale or w % scale) and not trim:
+        kept = f"{w // scale * scale}x{h // scale * scale}"
         raise LatentError(f"The frames are {w}x{h} px; the Wan VAE encodes multiples of {scale} px. Crop to "
-                          f"{kept[1]}x{kept[0]} (trim does it for you) or resize to a multiple of {scale}.")  # fmt: skip
-    return kept[0], kept[1], (h, w)
+                          f"{kept} (trim does it for you) or resize to a multiple of {scale}.")  # fmt: skip
+    return hw
 
 
 def _to_video(frames: torch.Tensor) -> torch.Tensor:

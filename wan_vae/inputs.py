@@ -58,7 +58,8 @@ def check_video(video, vae) -> tuple[torch.Tensor, bool]:
     multiples of the VAE's scale. Otherwise LatentError saying what to change. Nothing is copied."""
     if not isinstance(video, torch.Tensor):
         raise LatentError(f"The video must be a torch.Tensor, got {type(video).__name__}.")
-    images = video.dim() == 4 and video.shape[-1] == 3 and video.shape[0] != 3 or video.dim() == 4 and video.shape[-1] == 4
+    # [F, H, W, 3|4] frames, unless it reads as [3, F, H, W] (a width of 3 px cannot be encoded anyway)
+    images = video.dim() == 4 and (video.shape[-1] == 4 or video.shape[-1] == 3 and video.shape[0] != 3)
     if images:
         x = video[..., :3].movedim(-1, 0).unsqueeze(0)
     else:
@@ -98,3 +99,13 @@ def check_values(x: torch.Tensor, images: bool = False) -> None:
         form = "frames [frames, height, width, 3] in [0, 1]" if images else "values in [-1, 1]"
         fix = "Divide 0-255 frames by 255." if images else "Map [0, 1] images with x * 2 - 1 (and 0-255 with x / 127.5 - 1)."
         raise LatentError(f"The video must have {form}; found [{lo.item():.3g}, {hi.item():.3g}]. {fix}")
+
+
+def centre_crop(frames: torch.Tensor, scale: int) -> torch.Tensor:
+    """Frames [N, H, W, 3] cropped to their centre's largest multiple of `scale` px: a view, nothing copied."""
+    h, w = frames.shape[1:3]
+    keep_h, keep_w = h // scale * scale, w // scale * scale
+    if keep_h == 0 or keep_w == 0:
+        raise LatentError(f"The frames are {w}x{h} px, smaller than one latent cell ({scale} px): nothing to encode.")
+    y, x = (h - keep_h) // 2, (w - keep_w) // 2
+    return frames[:, y : y + keep_h, x : x + keep_w]
