@@ -3,6 +3,7 @@
 from .decode import WanDecodeLatents
 from .decode_to_video import WanDecodeToVideo
 from .encode import WanEncode
+from .core_vae import WanVAEForCoreNodes
 from .export import ExportVideo, clean_output_folder
 from .load_latent import LoadWanLatent
 from .load_vae import LoadWanVAE
@@ -15,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "LoadWanLatent": LoadWanLatent,
     "WanDecodeToVideo": WanDecodeToVideo,
     "WanEncode": WanEncode,
+    "WanVAEForCoreNodes": WanVAEForCoreNodes,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadWanVAE": "Load Wan VAE",
@@ -23,6 +25,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadWanLatent": "Load Wan Latent (.safetensors / .pt)",
     "WanDecodeToVideo": "Wan Decode to Video",
     "WanEncode": "Wan Encode",
+    "WanVAEForCoreNodes": "Wan VAE for Core Nodes",
 }
 
 clean_output_folder()  # partial files of runs that were killed (a crashed ComfyUI) go when the pack loads

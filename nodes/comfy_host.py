@@ -7,6 +7,7 @@ they are ComfyUI's own top-level modules.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -138,6 +139,72 @@ def core_vae_weights(vae) -> tuple[dict, str]:
     if model is None or not callable(getattr(vae, "get_sd", None)):
         raise TypeError(f"vae must be a WAN_VAE from Load Wan VAE or a VAE from Load VAE, not {type(vae).__name__}.")
     return vae.get_sd(), f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+# What Wan VAE for Core Nodes replaces on core's VAE (comfy.sd.VAE), with the parameters (after self) each takes in
+# the ComfyUI versions the pack was checked against: 0.3.64, and the newest comfy/sd.py read (0.38), which added
+# encode's and encode_tiled's `not_video`. README: compatibility.
+_TILED = ("tile_x", "tile_y", "overlap", "tile_t", "overlap_t")
+CORE_VAE_METHODS = {
+    "decode": [("samples_in", "vae_options")],
+    "decode_tiled": [("samples", *_TILED)],
+    "encode": [("pixel_samples",), ("pixel_samples", "not_video")],
+    "encode_tiled": [("pixel_samples", *_TILED), ("pixel_samples", *_TILED, "not_video")],
+}
+CORE_VAE_READS = ("vae_encode_crop_pixels", "output_device")  # what the replacements use of core's object
+CHECKED_VERSIONS = "ComfyUI 0.3.64 and 0.38"
+
+
+def comfyui_version() -> str:
+    try:
+        import comfyui_version  # ComfyUI's own top-level module (from 0.3.4x)
+
+        return comfyui_version.__version__
+    except ImportError:
+        return "unknown"
+
+
+def check_core_vae(vae) -> None:
+    """That core's VAE class still has the methods Wan VAE for Core Nodes replaces, taking what they took in the
+    versions the pack was checked against; otherwise a TypeError naming the version, what was expected and found."""
+    cls = type(vae)
+    problems = [f"no {name}" for name in CORE_VAE_READS if not hasattr(vae, name)]
+    for name, known in CORE_VAE_METHODS.items():
+        method = getattr(cls, name, None)
+        if not callable(method):
+            problems.append(f"no {name}()")
+            continue
+        try:
+            found = tuple(p for p in inspect.signature(method).parameters if p != "self")
+        except (TypeError, ValueError):
+            found = ("?",)
+        if found not in known:
+            expected = " or ".join("(" + ", ".join(k) + ")" for k in known)
+            problems.append(f"{name}({', '.join(found)}) where the pack knows {name}{expected}")
+    if problems:
+        raise TypeError(
+            f"Wan VAE for Core Nodes was built for {CHECKED_VERSIONS}; this ComfyUI ({comfyui_version()}) has a "
+            f"{cls.__module__}.{cls.__qualname__} with {'; '.join(problems)}. Nothing was changed: wire Load VAE straight "
+            "to the core nodes (core's own encode and decode), or use Wan Encode / Wan Decode, until the pack is updated."
+        )
+
+
+def core_vae_from_weights(state_dict: dict):
+    """Core's own VAE object (comfy.sd.VAE) for a Wan VAE's weights in ComfyUI's key names; where dtypes agree it
+    uses the given tensors' memory instead of keeping a second copy."""
+    if not IN_COMFYUI:
+        raise RuntimeError("core's VAE object exists only inside ComfyUI.")
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd=state_dict)
+    model = getattr(vae, "first_stage_model", None)
+    if model is None:
+        raise TypeError("ComfyUI did not recognise these weights as a VAE.")
+    own = model.state_dict()
+    shared = {k: v.detach() for k, v in state_dict.items() if k in own and own[k].dtype == v.dtype and own[k].device == v.device
+              and own[k].shape == v.shape}  # fmt: skip
+    model.load_state_dict(shared, strict=False, assign=True)  # new Parameters over the same memory: moves stay apart
+    return vae
 
 
 # ----------------------------------------------------------------------------------------- devices and memory

@@ -84,9 +84,13 @@ def video_latents(samples: dict) -> torch.Tensor:
 def run_decode(vae: LoadedWanVAE, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, work: Work):
     """work(...) with the node's options on the node's device: room made in ComfyUI's memory first, the progress
     bar, previews and Stop wired, one retry with smaller tiles on out-of-memory, and the VAE put back after."""
-    latents = video_latents(samples)
     vae = as_wan_vae(vae)
     options = Options.from_widgets(latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, vae.devices)
+    return decode_planned(vae, video_latents(samples), options, work)
+
+
+def decode_planned(vae: LoadedWanVAE, latents: torch.Tensor, options: Options, work: Work):
+    """run_decode with options already made (Wan VAE for Core Nodes makes its own)."""
     if not isinstance(vae.vae, WanVAE):  # a tiny decoder: a few hundred MB, no tiles
         comfy_host.make_room(vae.device, TINY_DECODER_BYTES)
     elif latents.dim() == 5 and latents.shape[1] == vae.vae.latent_channels:  # else the decoder says what is wrong

@@ -10,7 +10,7 @@ from ..wan_vae import LatentError, Options, WanVAE
 from ..wan_vae.encode_memory import estimate_peak_bytes
 from ..wan_vae.inputs import centre_crop
 from .decode import DECODE_INPUTS, fit_to_memory, run_planned
-from .load_vae import CATEGORY, as_wan_vae
+from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
 
 
 class WanEncode:
@@ -57,20 +57,26 @@ class WanEncode:
                               "(wan_2.1_vae / wan2.2_vae). It can still decode what the full VAE encodes.")  # fmt: skip
         frames = _trimmed(images, wan.spatial_scale) if trim else images
         options = Options.from_widgets(latent_space, tiling, tile_size, frames_per_chunk=frames_per_chunk, devices=vae.devices)
-        if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[0] > 0:
-            h, w = frames.shape[1:3]
-            options = fit_to_memory(vae, options, functools.partial(estimate_peak_bytes, wan, h, w), "encode")
-
-        def work(wan, frames, options, wired):
-            return wan.encode(frames, options=options, progress=wired["progress"], cancel=wired["cancel"])
-
         try:
-            latents = run_planned(vae, frames, options, work, "encode")
+            latents = encode_planned(vae, frames, options)
         except LatentError as e:
             if trim:
                 raise
             raise LatentError(f"{e} Or turn trim on, to crop and drop what does not fit.") from None
         return ({"samples": latents.float().cpu()},)
+
+
+def encode_planned(vae: LoadedWanVAE, frames: torch.Tensor, options: Options) -> torch.Tensor:
+    """Encode frames [F, H, W, 3] with the node's care: room made in ComfyUI's memory (tiling auto planned for what
+    is then free), progress, Stop and the one out-of-memory retry (nodes/decode.py)."""
+    if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[0] > 0:
+        h, w = frames.shape[1:3]
+        options = fit_to_memory(vae, options, functools.partial(estimate_peak_bytes, vae.vae, h, w), "encode")
+
+    def work(wan, frames, options, wired):
+        return wan.encode(frames, options=options, progress=wired["progress"], cancel=wired["cancel"])
+
+    return run_planned(vae, frames, options, work, "encode")
 
 
 def _trimmed(images: torch.Tensor, scale: int) -> torch.Tensor:

@@ -76,6 +76,8 @@ def as_wan_vae(vae) -> LoadedWanVAE:
     turned into ours once from its weights (no second read of the file) and decoding where Load Wan VAE's auto would."""
     if isinstance(vae, LoadedWanVAE):
         return vae
+    if isinstance(getattr(vae, "wan_loaded", None), LoadedWanVAE):  # Wan VAE for Core Nodes' VAE: the one it runs
+        return vae.wan_loaded
     weights, held = comfy_host.core_vae_weights(vae)  # checks what it is; the weights are not copied
     cached = _FROM_CORE.get(vae)
     if cached is None:

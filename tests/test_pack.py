@@ -17,7 +17,7 @@ from wan_vae.config import CONFIGS
 from wan_vae.latents import write_latent_file
 
 PACK = Path(__file__).resolve().parents[1]
-NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode")
+NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode", "WanVAEForCoreNodes")
 # Widget names in order: saved workflows store widgets_values by position, so this order is a public contract.
 WIDGET_ORDER = {
     "LoadWanVAE": ["vae_name", "precision", "device"],
@@ -27,6 +27,7 @@ WIDGET_ORDER = {
     "WanDecodeToVideo": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk", "fps", "format", "quality",
                          "filename_prefix", "save_metadata", "bit_depth", "save_latent"],
     "WanEncode": ["latent_space", "tiling", "tile_size", "frames_per_chunk", "trim"],
+    "WanVAEForCoreNodes": ["tiling", "tile_size", "frames_per_chunk"],
 }
 
 
