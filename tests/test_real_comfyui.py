@@ -35,6 +35,7 @@ FRONT_END_ARGS = ["--front-end-root", os.environ["COMFYUI_FRONT_END_ROOT"]] if o
 # A test-only pack: saves an IMAGE as a .safetensors in the output folder, so the test can compare decodes exactly.
 PROBE_PACK = """
 import os
+import torch
 import folder_paths
 from safetensors.torch import save_file
 
@@ -52,7 +53,58 @@ class WanTestSaveImage:
         save_file({"images": images.contiguous()}, os.path.join(folder_paths.get_output_directory(), name + ".safetensors"))
         return {}
 
-NODE_CLASS_MAPPINGS = {"WanTestSaveImage": WanTestSaveImage}
+class WanTestNoise:
+    CATEGORY = "testing"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"frames": ("INT", {"default": 1}), "width": ("INT", {"default": 64}),
+                             "height": ("INT", {"default": 64}), "seed": ("INT", {"default": 0})}}
+
+    def make(self, frames, width, height, seed):
+        return (torch.rand(frames, height, width, 3, generator=torch.Generator().manual_seed(seed)),)
+
+
+class WanTestZeroConditioning:
+    CATEGORY = "testing"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def make(self):
+        return ([[torch.zeros(1, 1, 4096), {}]],)
+
+
+class WanTestSaveTensors:
+    # every tensor of a CONDITIONING's first entry, or of a LATENT, as a .safetensors in the output folder
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"name": ("STRING", {"default": "probe"})},
+                "optional": {"conditioning": ("CONDITIONING",), "latent": ("LATENT",)}}
+
+    def save(self, name, conditioning=None, latent=None):
+        found = dict(conditioning[0][1]) if conditioning is not None else dict(latent)
+        tensors = {}
+        for key, value in found.items():
+            for i, v in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(v, torch.Tensor):
+                    tensors[f"{key}.{i}"] = v.contiguous()
+        save_file(tensors, os.path.join(folder_paths.get_output_directory(), name + ".safetensors"))
+        return {}
+
+
+NODE_CLASS_MAPPINGS = {"WanTestSaveImage": WanTestSaveImage, "WanTestNoise": WanTestNoise,
+                       "WanTestZeroConditioning": WanTestZeroConditioning, "WanTestSaveTensors": WanTestSaveTensors}
 """
 
 
@@ -75,6 +127,8 @@ def comfy(tmp_path_factory):
     for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
         write_vae_file(base / "models" / "vae" / name, version)
     write_vae_file(base / "models" / "vae" / "wan_2.1_real_size.safetensors", "2.1", real=True)  # core needs real widths
+    if os.environ.get("COMFYUI_WAN22_REAL"):  # 1.4 GB: only for the Wan22ImageToVideoLatent test
+        write_vae_file(base / "models" / "vae" / "wan2.2_real_size.safetensors", "2.2", real=True)
     probe = base / "custom_nodes" / "wan_test_probe"
     probe.mkdir()
     (probe / "__init__.py").write_text(PROBE_PACK)
@@ -128,7 +182,8 @@ def _run(comfy, workflow, ui_workflow=None, timeout=600):
 def test_comfyui_registers_the_pack_s_nodes(comfy):
     _, info = _http(f"{comfy['url']}/object_info")
     ours = {name: node for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
-    assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo"}
+    assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode",
+                         "WanVAEForCoreNodes"}
     assert ours["ExportVideo"]["output_node"] and ours["WanDecodeLatents"]["category"] == "Wan VAE"
     assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_real_size.safetensors", "wan_2.1_vae.safetensors"]
     assert ours["WanDecodeLatents"]["input"]["required"]["vae"][0] == "WAN_VAE,VAE"
@@ -295,3 +350,137 @@ def test_stop_during_wan_decode_to_video_ends_quietly_and_keeps_the_latent(comfy
     kinds = [m[0] for m in history[reply["prompt_id"]]["status"]["messages"]]
     assert "execution_interrupted" in kinds and "execution_error" not in kinds, kinds
     assert sorted(p.name for p in folder.iterdir()) == ["wan_00001_.latent"]
+
+
+# ------------------------------------------------------------------------------------------ Wan VAE for Core Nodes
+
+
+def _through(vae: str, tiling="on", tile_size=128) -> dict:
+    """Graph nodes "1" (core Load VAE) and, when `tiling` is given, "2" (Wan VAE for Core Nodes after it)."""
+    nodes = {"1": {"class_type": "VAELoader", "inputs": {"vae_name": vae}}}
+    if tiling:
+        nodes["2"] = {"class_type": "WanVAEForCoreNodes", "inputs": {"vae": ["1", 0], "tiling": tiling, "tile_size": tile_size,
+                                                                    "frames_per_chunk": 1}}  # fmt: skip
+    return nodes
+
+
+def _core_nodes_graph(tag: str, tiling, width=320, height=192, length=9) -> dict:
+    """WanImageToVideo (start image) and WanVaceToVideo (control video and reference image), VAE Decode and
+    VAE Decode (Tiled) of a latent, each result saved as `<what>_<tag>.safetensors`."""
+    vae = ["2" if tiling else "1", 0]
+    nodes = _through("wan_2.1_real_size.safetensors", tiling)
+    nodes |= {
+        "3": {"class_type": "WanTestZeroConditioning", "inputs": {}},
+        "4": {"class_type": "WanTestNoise", "inputs": {"frames": 1, "width": width, "height": height, "seed": 1}},
+        "5": {"class_type": "WanTestNoise", "inputs": {"frames": length, "width": width, "height": height, "seed": 2}},
+        "6": {"class_type": "WanImageToVideo", "inputs": {"positive": ["3", 0], "negative": ["3", 0], "vae": vae, "width": width,
+              "height": height, "length": length, "batch_size": 1, "start_image": ["4", 0]}},
+        "7": {"class_type": "WanTestSaveTensors", "inputs": {"name": f"i2v_{tag}", "conditioning": ["6", 0]}},
+        "8": {"class_type": "WanVaceToVideo", "inputs": {"positive": ["3", 0], "negative": ["3", 0], "vae": vae, "width": width,
+              "height": height, "length": length, "batch_size": 1, "strength": 1.0, "control_video": ["5", 0],
+              "reference_image": ["4", 0]}},
+        "9": {"class_type": "WanTestSaveTensors", "inputs": {"name": f"vace_{tag}", "conditioning": ["8", 0]}},
+        "10": {"class_type": "LoadLatent", "inputs": {"latent": "core_nodes.latent"}},
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": vae}},
+        "12": {"class_type": "WanTestSaveImage", "inputs": {"images": ["11", 0], "name": f"decode_{tag}"}},
+        "13": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["10", 0], "vae": vae, "tile_size": 128, "overlap": 32,
+               "temporal_size": 64, "temporal_overlap": 8}},
+        "14": {"class_type": "WanTestSaveImage", "inputs": {"images": ["13", 0], "name": f"decode_tiled_{tag}"}},
+    }  # fmt: skip
+    return nodes
+
+
+def _load(comfy, name):
+    from safetensors.torch import load_file
+
+    return load_file(str(comfy["base"] / "output" / f"{name}.safetensors"))
+
+
+def _figures(comfy, workflow):
+    """(seconds, server peak RSS MB) of one run, which must succeed."""
+    result = {}
+    peak = _peak_rss_mb(comfy["pid"], lambda: result.update(entry=_run(comfy, workflow, timeout=1800)[1]))
+    entry = result["entry"]
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    stamps = {m[0]: m[1]["timestamp"] for m in entry["status"]["messages"]}
+    return (stamps["execution_success"] - stamps["execution_start"]) / 1000, peak
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")
+def test_core_nodes_through_wan_vae_for_core_nodes_give_core_s_untiled_results(comfy):
+    """Load VAE -> Wan VAE for Core Nodes (tiles of 128 px) -> WanImageToVideo, WanVaceToVideo, VAE Decode and
+    VAE Decode (Tiled): the latents and frames of the unadapted VAE (core's untiled path) within 1e-5, and VAE Decode's
+    frames equal to Wan Decode Latents'."""
+    write_latent_file(comfy["base"] / "input" / "core_nodes.latent", latents("2.1", (1, 2, 12, 20)))
+    core = _core_nodes_graph("core", None)
+    del core["13"], core["14"]  # core's own tiled decode blends tiles: not the reference
+    _figures(comfy, core)
+    ours = _core_nodes_graph("ours", "on")
+    ours["15"] = {"class_type": "WanDecodeLatents", "inputs": {"vae": ["1", 0], "samples": ["10", 0], "latent_space": "raw",
+                  "tiling": "off", "tile_size": 512, "tile_overlap": 64, "frames_per_chunk": 1}}  # fmt: skip
+    ours["16"] = {"class_type": "WanTestSaveImage", "inputs": {"images": ["15", 0], "name": "decode_wan"}}
+    _figures(comfy, ours)
+    worst = {}
+    for what in ("i2v", "vace"):
+        theirs, mine = _load(comfy, f"{what}_core"), _load(comfy, f"{what}_ours")
+        assert set(theirs) == set(mine) and theirs
+        for key in theirs:
+            assert theirs[key].shape == mine[key].shape and theirs[key].dtype == mine[key].dtype, key
+            worst[f"{what} {key}"] = (theirs[key] - mine[key]).abs().max().item()
+    reference = _load(comfy, "decode_core")["images"]
+    assert reference.shape == (5, 96, 160, 3)
+    for name in ("decode_ours", "decode_tiled_ours", "decode_wan"):
+        worst[name] = (_load(comfy, name)["images"] - reference).abs().max().item()
+    print("\n" + "\n".join(f"{k}: max abs {v:.2e}" for k, v in worst.items()))
+    assert max(worst.values()) <= 1e-5
+    assert torch.equal(_load(comfy, "decode_ours")["images"], _load(comfy, "decode_wan")["images"])
+
+
+@pytest.mark.skipif(not os.environ.get("COMFYUI_WAN22_REAL"), reason="set COMFYUI_WAN22_REAL=1 (writes a 1.4 GB Wan 2.2 VAE)")
+def test_wan22_image_to_video_latent_through_the_node_gives_core_s_latent(comfy):
+    def graph(tiling):
+        vae = ["2" if tiling else "1", 0]
+        return _through("wan2.2_real_size.safetensors", tiling) | {
+            "3": {"class_type": "WanTestNoise", "inputs": {"frames": 1, "width": 160, "height": 96, "seed": 5}},
+            "4": {"class_type": "Wan22ImageToVideoLatent", "inputs": {"vae": vae, "width": 160, "height": 96, "length": 9,
+                  "batch_size": 1, "start_image": ["3", 0]}},
+            "5": {"class_type": "WanTestSaveTensors", "inputs": {"name": f"wan22_{tiling or 'core'}", "latent": ["4", 0]}},
+        }  # fmt: skip
+
+    _figures(comfy, graph(None))
+    _figures(comfy, graph("on"))
+    theirs, mine = _load(comfy, "wan22_core"), _load(comfy, "wan22_on")
+    assert set(theirs) == set(mine) == {"samples.0", "noise_mask.0"}
+    difference = (theirs["samples.0"] - mine["samples.0"]).abs().max().item()
+    print(f"\nWan22ImageToVideoLatent: max abs {difference:.2e}")
+    assert difference <= 1e-5 and torch.equal(theirs["noise_mask.0"], mine["noise_mask.0"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")
+def test_wan_image_to_video_at_832x480_core_against_the_node(comfy):
+    """Server time and peak RSS of WanImageToVideo (9 frames at 832x480, real-size Wan 2.1, CPU fp32) with core's
+    VAE and through Wan VAE for Core Nodes (auto, and tiles of 256 px), each with the VAE already loaded."""
+    def graph(tiling, tile_size=256):
+        vae = ["2" if tiling else "1", 0]
+        return _through("wan_2.1_real_size.safetensors", tiling, tile_size) | {
+            "3": {"class_type": "WanTestZeroConditioning", "inputs": {}},
+            "4": {"class_type": "WanTestNoise", "inputs": {"frames": 1, "width": 832, "height": 480, "seed": 7}},
+            "6": {"class_type": "WanImageToVideo", "inputs": {"positive": ["3", 0], "negative": ["3", 0], "vae": vae, "width": 832,
+                  "height": 480, "length": 9, "batch_size": 1, "start_image": ["4", 0]}},
+            "7": {"class_type": "WanTestSaveTensors", "inputs": {"name": f"i2v832_{tiling or 'core'}_{tile_size}", "conditioning": ["6", 0]}},
+        }  # fmt: skip
+
+    warm = graph(None)
+    warm["4"]["inputs"] |= {"width": 64, "height": 64}
+    warm["6"]["inputs"] |= {"width": 64, "height": 64}
+    _figures(comfy, warm)  # the VAE loaded once, so no row pays for reading it
+    rows = {"core Load VAE (core's encode)": _figures(comfy, graph(None)),
+            "-> Wan VAE for Core Nodes, tiling auto": _figures(comfy, graph("auto")),
+            "-> Wan VAE for Core Nodes, 256 px tiles": _figures(comfy, graph("on"))}
+    reference = _load(comfy, "i2v832_core_256")["concat_latent_image.0"]
+    differences = [(_load(comfy, f"i2v832_{t}_256")["concat_latent_image.0"] - reference).abs().max().item() for t in ("auto", "on")]
+    print("\n| WanImageToVideo 832x480, 9 frames | time s | server peak RSS MB |\n|---|---|---|")
+    for label, (seconds, peak) in rows.items():
+        print(f"| {label} | {seconds:.1f} | {peak:.0f} |")
+    print(f"max abs vs core: auto {differences[0]:.2e}, 256 px {differences[1]:.2e}")
+    assert max(differences) <= 1e-5
