@@ -60,8 +60,8 @@ class WanDecodeToVideo:
 
         try:
             run_decode(vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, work)
-        except Exception as error:
-            if latent_file is None:
+        except BaseException as error:  # ComfyUI's Stop is an Exception in 0.3.64, a BaseException in 0.38
+            if latent_file is None or not (isinstance(error, Exception) or comfy_host.is_stop(error)):
                 raise
             kept = (f"No video was saved; the latent is kept in {latent_file}: copy it to ComfyUI/input and decode it "
                     "again with Load Latent -> Wan Decode to Video.")  # fmt: skip
