@@ -74,11 +74,12 @@ def run_api(workflow: dict, classes: dict, extra_pnginfo: dict | None = None) ->
     return done
 
 
-def check_ui_workflow(graph: dict, classes: dict) -> None:
-    """Node types exist, widgets_values follow the inputs in order and are valid, links join matching types."""
+def check_ui_workflow(graph: dict, classes: dict, core: tuple[str, ...] = ()) -> None:
+    """Node types exist, widgets_values follow the inputs in order and are valid, links join matching types.
+    Nodes of the `core` types are ComfyUI's own (their links are still checked; real ComfyUI checks the rest)."""
     nodes = {n["id"]: n for n in graph["nodes"]}
     for node in graph["nodes"]:
-        if node["type"] in FRONTEND_ONLY:
+        if node["type"] in FRONTEND_ONLY or node["type"] in core:
             continue
         assert node["type"] in classes, f"unknown node type {node['type']}"
         cls = classes[node["type"]]

@@ -126,3 +126,73 @@ def test_gif_preview_stale_pictures_and_reload(comfy, browser, vue, tmp_path):  
     page.screenshot(path=str(tmp_path / "reload.png"))
     assert shown and shown["media"] == "video" and ".mp4" in shown["src"] and shown["loaded"], shown
     page.close()
+
+
+# Every node's box on the page, title included: the canvas's nodes in the classic view, the node elements in Nodes 2.0.
+BOXES = """(vue) => {
+  if (vue) return [...document.querySelectorAll(".lg-node[data-node-id], [data-node-id].lg-node")].map((e) => {
+    const r = e.getBoundingClientRect();
+    return { id: e.dataset.nodeId, x: r.left, y: r.top, w: r.width, h: r.height };
+  });
+  const ds = app.canvas.ds, title = LiteGraph.NODE_TITLE_HEIGHT;
+  return app.graph._nodes.map((n) => ({ id: String(n.id), x: (n.pos[0] + ds.offset[0]) * ds.scale,
+    y: (n.pos[1] - title + ds.offset[1]) * ds.scale, w: n.size[0] * ds.scale, h: (n.size[1] + title) * ds.scale }));
+}"""
+# Pictures on a node besides the saved video's player: the last progress preview Nodes 2.0 keeps in its store.
+STRAY_PICTURES = """(id) => {
+  const el = document.querySelector(`[data-node-id="${id}"]`);
+  if (!el) return null;
+  // progress pictures arrive as blobs; the player's media come from /view
+  return [...el.querySelectorAll("img, video")].filter((m) => (m.src || "").startsWith("blob:")).map((m) => m.src);
+}"""
+
+
+def _overlaps(boxes):
+    return [(a["id"], b["id"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a["x"] < b["x"] + b["w"] - 1 and b["x"] < a["x"] + a["w"] - 1 and a["y"] < b["y"] + b["h"] - 1 and b["y"] < a["y"] + a["h"] - 1]
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
+@pytest.mark.parametrize("stem", ["wan21_latent_to_video", "wan22_5b_latent_to_video", "wan21_long_video", "wan21_i2v_core_nodes"])
+def test_templates_lay_out_without_overlaps_before_and_after_a_run(comfy, browser, vue, stem, tmp_path):  # noqa: F811
+    """No node (the Markdown note included) covers another, as loaded and after a run (the decode preview and the
+    player grow the nodes), and after a run Wan Decode to Video shows its player only: no stale progress picture."""
+    base = comfy["base"]
+    for folder, name in (("diffusion_models", "wan2.1_i2v_480p_14B_fp16.safetensors"), ("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+                         ("clip_vision", "clip_vision_h.safetensors")):  # fmt: skip
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        if not (base / "models" / folder / name).exists():
+            (base / "models" / folder / name).symlink_to(base / "models" / "vae" / "wan_2.1_vae.safetensors")
+    from PIL import Image
+
+    Image.new("RGB", (832, 480), (90, 120, 150)).save(base / "input" / "example.png")
+    workflow = json.loads((PACK / "example_workflows" / f"{stem}.json").read_text())
+    runnable = stem != "wan21_i2v_core_nodes"  # the I2V graph needs the real 14B model
+    if runnable:
+        (latent,) = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadLatent"]
+        shape = (1, 6, 30, 52) if stem == "wan21_long_video" else (1, 3, 6, 10)  # long enough for a progress picture
+        write_latent_file(base / "input" / latent, latents("2.2" if "22" in stem else "2.1", shape))
+    page = _open(browser, comfy["url"], vue)
+    page.evaluate("(wf) => app.loadGraphData(wf, true, true, 'layout-test')", workflow)
+    page.wait_for_timeout(1000)
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")  # every node on the page
+    page.wait_for_timeout(1500)
+    boxes = page.evaluate(BOXES, vue)
+    page.screenshot(path=str(tmp_path / f"{stem}_before.png"))
+    assert len(boxes) == len(workflow["nodes"]) and not _overlaps(boxes), _overlaps(boxes)
+    if runnable:
+        _queue(page, comfy["url"])
+        page.wait_for_timeout(1500)
+        boxes = page.evaluate(BOXES, vue)
+        page.screenshot(path=str(tmp_path / f"{stem}_after.png"))
+        assert not _overlaps(boxes), _overlaps(boxes)
+        if vue:
+            for node in workflow["nodes"]:
+                if node["type"] in ("WanDecodeToVideo", "ExportVideo"):
+                    assert page.evaluate(STRAY_PICTURES, str(node["id"])) == [], "a stale picture under the player"
+    shots = os.environ.get("FRONTEND_SHOTS")  # a folder to keep the screenshots in (docs/frontend)
+    if shots:
+        version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || '0'")
+        for png in tmp_path.glob("*.png"):
+            shutil.copy(png, os.path.join(shots, f"{png.stem}_{version}_{'nodes2' if vue else 'classic'}.png"))
+    page.close()

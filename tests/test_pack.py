@@ -98,6 +98,13 @@ def test_export_node_takes_the_hidden_prompt_and_workflow(pack):
 # ------------------------------------------------------------------------------------------ workflows
 
 
+# Core nodes of the official-style graph in example_workflows/wan21_i2v_core_nodes.json (checked in real ComfyUI).
+CORE_NODES_IN_EXAMPLES = ("UNETLoader", "CLIPLoader", "VAELoader", "CLIPVisionLoader", "LoadImage", "CLIPTextEncode", "CLIPVisionEncode",
+                          "WanImageToVideo", "ModelSamplingSD3", "KSampler", "VAEDecode", "CreateVideo", "SaveVideo")  # fmt: skip
+MODEL_LOADERS = {"LoadWanVAE": "vae", "VAELoader": "vae", "UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders",
+                 "CLIPVisionLoader": "clip_vision"}  # fmt: skip
+
+
 def classes(pack):
     return {**pack.NODE_CLASS_MAPPINGS, "LoadLatent": LoadLatentLikeComfyUI}
 
@@ -108,14 +115,14 @@ def test_every_example_workflow_is_valid(pack, folders):
     for path in files:
         graph = json.loads(path.read_text())
         assert graph.get("version") == 0.4 and "nodes" in graph and "links" in graph, f"{path.name} is not UI format"
-        check_ui_workflow(graph, classes(pack))
+        check_ui_workflow(graph, classes(pack), core=CORE_NODES_IN_EXAMPLES)
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
-        (loader,) = [n for n in graph["nodes"] if n["type"] == "LoadWanVAE"]
-        models = loader["properties"]["models"]
-        # Exactly the file this workflow loads: a hint for a file not used would show as a missing model.
-        assert [m["name"] for m in models] == [loader["widgets_values"][0]]
-        assert all(m["directory"] == "vae" and m["url"].startswith("https://") for m in models)
-        hinted |= {m["name"] for m in models}
+        for loader in (n for n in graph["nodes"] if n["type"] in MODEL_LOADERS):
+            models = loader["properties"]["models"]
+            # Exactly the file this node loads: a hint for a file not used would show as a missing model.
+            assert [m["name"] for m in models] == [loader["widgets_values"][0]]
+            assert all(m["directory"] == MODEL_LOADERS[loader["type"]] and m["url"].startswith("https://") for m in models)
+            hinted |= {m["name"] for m in models if m["directory"] == "vae"}
     assert hinted == {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"}
 
 

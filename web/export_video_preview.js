@@ -99,6 +99,10 @@ function clearProgressPreview(node) {
   // afterwards and (in the classic view) draws it over the player. The saved video replaces it.
   const previews = app.nodePreviewImages;
   if (previews && String(node.id) in previews) delete previews[String(node.id)];
+  // Nodes 2.0 (front end 1.58) draws previews from its own store, which the line above does not reach; the
+  // store is the front end's "nodeOutput" Pinia store, found through the Vue app (there is no extension API).
+  const outputs = document.getElementById("vue-app")?.__vue_app__?.config?.globalProperties?.$pinia?._s?.get("nodeOutput");
+  outputs?.revokePreviewsByLocatorId?.(String(node.id));
   const i = node.widgets?.findIndex((w) => w.name === CORE_IMAGE_WIDGET) ?? -1;
   if (i > -1) {
     node.widgets[i].onRemove?.(); // what the front end itself does when a node's images go away
