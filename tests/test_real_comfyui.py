@@ -118,9 +118,8 @@ def _http(url, body=None, timeout=30):
         return e.code, json.loads(e.read() or b"null")
 
 
-@pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
-    base = tmp_path_factory.mktemp("comfy_base")
+def _prepare(base: Path) -> None:
+    """A --base-directory for ComfyUI: random-weight VAEs, the pack and the test probe pack linked in."""
     for sub in ("models/vae", "custom_nodes", "input", "output", "user"):
         (base / sub).mkdir(parents=True)
     (base / "custom_nodes" / PACK_NAME).symlink_to(PACK, target_is_directory=True)
@@ -132,35 +131,52 @@ def comfy(tmp_path_factory):
     probe = base / "custom_nodes" / "wan_test_probe"
     probe.mkdir()
     (probe / "__init__.py").write_text(PROBE_PACK)
+
+
+def _start(base: Path) -> tuple[subprocess.Popen, str]:
+    """ComfyUI on the CPU on a free port with `base` as its base directory, once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(base / "comfyui.log", "w")
-    proc = subprocess.Popen(
-        [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--base-directory", str(base), "--disable-auto-launch", *FRONT_END_ARGS],
-        cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="1"),
-    )  # fmt: skip
+    with open(base / "comfyui.log", "a") as log:
+        proc = subprocess.Popen(
+            [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+             "--base-directory", str(base), "--disable-auto-launch", *FRONT_END_ARGS],
+            cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="1"),
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError((base / "comfyui.log").read_text()[-3000:])
+        try:
+            if _http(f"{url}/object_info/ExportVideo", timeout=10)[0] == 200:
+                return proc, url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.time() > deadline:
+            _stop(proc)
+            raise AssertionError("ComfyUI did not start in 300 s")
+        time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        deadline = time.time() + 300
-        while True:
-            assert proc.poll() is None, (base / "comfyui.log").read_text()[-3000:]
-            try:
-                if _http(f"{url}/object_info/ExportVideo", timeout=10)[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.time() < deadline, "ComfyUI did not start in 300 s"
-            time.sleep(0.5)
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy_base")
+    _prepare(base)
+    proc, url = _start(base)
+    try:
         yield {"url": url, "base": base, "pid": proc.pid}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc)
 
 
 def _run(comfy, workflow, ui_workflow=None, timeout=600):
@@ -484,3 +500,57 @@ def test_wan_image_to_video_at_832x480_core_against_the_node(comfy):
         print(f"| {label} | {seconds:.1f} | {peak:.0f} |")
     print(f"max abs vs core: auto {differences[0]:.2e}, 256 px {differences[1]:.2e}")
     assert max(differences) <= 1e-5
+
+
+# ------------------------------------------------------------------------------------------ crash leftovers
+
+
+def test_a_server_killed_mid_decode_leaves_a_partial_that_the_next_start_removes(tmp_path):
+    """SIGKILL in the middle of Wan Decode to Video: the hidden partial stays behind (nothing can run in a killed
+    process); the next ComfyUI start removes it (the pack's load-time sweep), and the latent saved before decoding and
+    an earlier video are untouched."""
+    import hashlib
+
+    _prepare(tmp_path)
+    workflow = json.loads((PACK / "tests" / "workflows" / "wan21_long_video.api.json").read_text())
+    proc, url = _start(tmp_path)
+    try:
+        comfy = {"url": url, "base": tmp_path}
+        write_latent_file(tmp_path / "input" / "short.latent", latents("2.1", (1, 3, 6, 10)))
+        workflow["1"]["inputs"]["latent"] = "short.latent"
+        workflow["3"]["inputs"]["filename_prefix"] = "crash/wan"
+        status, entry = _run(comfy, workflow)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        folder = tmp_path / "output" / "crash"
+        earlier = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+        assert sorted(earlier) == ["wan_00001_.latent", "wan_00001_.mp4"]
+
+        write_latent_file(tmp_path / "input" / "long.latent", latents("2.1", (1, 256, 8, 8), seed=5))
+        workflow["1"]["inputs"]["latent"] = "long.latent"
+        assert _http(f"{url}/prompt", {"prompt": workflow, "client_id": str(uuid.uuid4())})[0] == 200
+        deadline = time.time() + 300
+        while not (partials := list(folder.glob(".wan_00002_.mp4.*.wanvae-partial.*"))):  # the video's, not the latent's
+            assert time.time() < deadline, "the decode did not start"
+            time.sleep(0.2)
+        time.sleep(1)
+        proc.kill()  # SIGKILL: no cleanup can run
+        proc.wait(30)
+        assert [p for p in partials if p.exists()], "the killed writer's partial should still be there"
+        kept = folder / "wan_00002_.latent"
+        assert kept.is_file()
+        kept_hash = hashlib.sha256(kept.read_bytes()).hexdigest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    proc, url = _start(tmp_path)
+    try:
+        deadline = time.time() + 60  # the sweep runs in the background once the pack is loaded
+        while any(p.exists() for p in partials):
+            assert time.time() < deadline, f"stale partial not removed: {partials}"
+            time.sleep(0.5)
+        now = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+        assert now == {**earlier, "wan_00002_.latent": kept_hash}, now
+        print(f"\nkilled mid-decode; partial {partials[0].name} removed at the next start; {sorted(now)} untouched")
+    finally:
+        _stop(proc)
