@@ -182,3 +182,43 @@ def test_a_launcher_is_needed_for_the_distributed_path(monkeypatch):
     assert not distributed.launched()
     with pytest.raises(WanVAEError, match="torch.distributed.run --nproc-per-node"):
         distributed.setup()
+
+
+# ------------------------------------------------------------------------------ encode over several processes
+
+
+def encode_args(video, out, *extra):
+    return ["encode", video, "--vae", video.parent / "vae.safetensors", "-o", out, "--timeout", "60", *extra]
+
+
+@pytest.fixture(scope="module")
+def video_file(files):
+    """9 frames of 104x136 noise, lossless (ffv1), so every process reads the same pixels."""
+    from wan_vae import write_video
+
+    frames = torch.rand(9, 104, 136, 3, generator=torch.Generator().manual_seed(7))
+    return write_video(iter([frames]), files / "clip.mkv", 16, format="ffv1-mkv")
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_two_or_three_processes_encode_the_one_process_latents(files, video_file, tmp_path, ranks):
+    from wan_vae.latents import read_latent_file
+
+    code, log = launch(*encode_args(video_file, tmp_path / "many.latent", "--tiling", "on", "--tile-size", "64"), ranks=ranks)
+    assert code == 0 and "encoding 13x17 cells in" in log, log[-3000:]
+    res = subprocess.run([sys.executable, "-m", "wan_vae", *map(str, encode_args(video_file, tmp_path / "one.latent"))], cwd=ROOT,
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    many, one = read_latent_file(tmp_path / "many.latent"), read_latent_file(tmp_path / "one.latent")
+    assert many.shape == one.shape == (1, 16, 3, 13, 17) and (many - one).abs().max() <= 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.latent", "one.latent"]  # rank 0 alone wrote
+
+
+def test_a_failed_encode_on_one_rank_stops_every_rank(files, video_file, tmp_path):
+    if not (files / "vae_0.safetensors").exists():
+        (files / "vae_0.safetensors").symlink_to(files / "vae.safetensors")
+    start = time.monotonic()
+    code, log = launch(*encode_args(video_file, tmp_path / "bad.latent", "--tiling", "on", "--tile-size", "64",
+                                    "--vae", files / "vae_{rank}.safetensors"))  # rank 1's VAE file is missing
+    assert code != 0 and "rank 1: " in log and time.monotonic() - start < 120, log[-3000:]
+    assert list(tmp_path.iterdir()) == []

@@ -166,11 +166,25 @@ def cmd_info(args) -> int:
 
 
 def cmd_encode(args) -> int:
+    if distributed.launched():
+        return _encode_distributed(args)
+    out, total, vae = _encode_inputs(args, _device(args.device))
+    progress = _Progress("encoding")
+    try:
+        latents = vae.encode_frames(_read_frames(args.video), options=_options(args), trim=args.trim, total_frames=total,
+                                    progress=progress).float().cpu()  # fmt: skip
+    finally:
+        progress.close()
+    _write_encoded(args, out, vae, latents)
+    return 0
+
+
+def _encode_inputs(args, device) -> tuple[Path, int, WanVAE]:
+    """The output path (not taken), the video's frame count and the full VAE, or what is wrong with them."""
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise WanVAEError(f"{out} already exists; choose another name or pass --overwrite.")
     total = _count_frames(args.video)
-    device = _device(args.device)
     vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device) if args.precision != "auto" else torch.float32)
     if not isinstance(vae, WanVAE):
         raise WanVAEError(f"{vae.title} has no encoder; encode with the full Wan {vae.version} VAE.")
@@ -178,15 +192,37 @@ def cmd_encode(args) -> int:
         keep = 1 + 4 * ((total - 1) // 4)
         raise WanVAEError(f"The Wan VAE encodes 1 + 4k frames; '{args.video}' has {total}, which would lose {total - keep}. "
                           f"Pass --trim to drop them, or extend the video to {keep + 4} frames.")  # fmt: skip
-    progress = _Progress("encoding")
-    try:
-        latents = vae.encode_frames(_read_frames(args.video), options=_options(args), trim=args.trim, total_frames=total,
-                                    progress=progress).float().cpu()  # fmt: skip
-    finally:
-        progress.close()
-    write_latent_file(out, latents, metadata={"source": os.path.basename(args.video), "wan_vae": f"Wan {vae.version} VAE"})
+    return out, total, vae
+
+
+def _write_encoded(args, out: Path, vae: WanVAE, latents: torch.Tensor) -> None:
+    write_latent_file(out, latents.float().cpu(), metadata={"source": os.path.basename(args.video), "wan_vae": f"Wan {vae.version} VAE"})
     print(f"wrote {out}: {describe_latent(latents)}")
-    return 0
+
+
+def _encode_distributed(args) -> int:
+    """`encode` under torch.distributed.run: every rank reads the video and encodes its tiles' down path, rank 0
+    runs the rest and writes the latent (distributed.encode_frames)."""
+    group = distributed.setup(args.device, args.backend, args.timeout)
+    try:
+        error = ""
+        try:
+            out, total, vae = _encode_inputs(args, group.device)
+        except WanVAEError as e:
+            error = str(e)
+        group.agree(not error, error)
+        progress = _Progress("encoding") if group.rank == 0 else None
+        try:
+            latents = distributed.encode_frames(vae, _read_frames(args.video), group, options=_options(args), trim=args.trim,
+                                                total_frames=total, progress=progress)  # fmt: skip
+        finally:
+            if progress:
+                progress.close()
+        if group.rank == 0:
+            _write_encoded(args, out, vae, latents)
+        return 0
+    finally:
+        group.close()
 
 
 def _count_frames(path) -> int:
@@ -281,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--precision", choices=["auto", *DTYPES], default="auto", help="auto: fp32 (bf16 shifts encoder outputs)")
     enc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     enc.add_argument("--overwrite", action="store_true")
+    enc.add_argument("--backend", choices=["nccl", "gloo"], help="under torch.distributed.run: default nccl on GPUs, gloo on CPUs")
+    enc.add_argument("--timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S,
+                     help="under torch.distributed.run: seconds a rank waits for the others before giving up (default %(default)s)")
     enc.set_defaults(run=cmd_encode)
     return parser
 

@@ -1,4 +1,4 @@
-"""Decoding over several processes, on one machine or many, with torch.distributed: rank 0 writes the video.
+"""Decoding (and encoding) over several processes, on one machine or many, with torch.distributed: rank 0 writes the video.
 
     python -m torch.distributed.run --nproc-per-node 2 -m wan_vae decode clip.latent --vae wan_2.1_vae.safetensors -o clip.mp4
 
@@ -194,6 +194,69 @@ def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | N
                 error = f"{type(e).__name__}: {e}"
             group.agree(not error, error)
             yield from _gather(group, plan, pieces, f1 - f0, scale)
+
+
+def encode_frames(vae, frames, group: Group, normalized: bool | None = None, *, options: Options | None = None, trim: bool = False,
+                  total_frames: int | None = None, progress=None, **settings) -> torch.Tensor | None:  # fmt: skip
+    """`WanVAE.encode_frames` over the group: latents [1, C, T, h, w] on rank 0, None elsewhere.
+
+    Every rank reads the same frames (its own copy of the file) and runs the encoder's down path on its own
+    tiles (tile k on rank k % world_size); each chunk's tile cells go to rank 0 with point-to-point sends
+    whose shapes every rank knows, and rank 0 runs the middle block (attention over the whole frame) and
+    the head. The latents are those of one process. Settings as in `encode_frames` (tiling "auto" unless given).
+    """
+    from . import encoding
+
+    options = (options or Options(tiling="auto")).merged(normalized, settings)
+    version = [int(x) for x in vae.version.split(".")]
+    group.same_as_rank0("The VAE and options ([version, normalized, frames_per_chunk, tile_size])",
+                        [*version, int(options.normalized), options.frames_per_chunk, options.tile_size])  # fmt: skip
+    tracker = driver.Tracker(0, progress if group.rank == 0 else None, None)
+    return encoding.encode_stream(vae, frames, options, tracker, trim=trim, total_frames=total_frames, share=_TileShare(group, vae))
+
+
+class _TileShare:
+    """encoding.Share over the group: tiles k % world on each rank, rank 0 gathers and runs the head."""
+
+    def __init__(self, group: Group, vae) -> None:
+        self.group, self.vae, self.world = group, vae, group.world
+
+    def together(self, step):
+        result, error = None, ""
+        try:
+            result = step()
+        except Exception as e:  # noqa: BLE001 - told to every rank, then raised everywhere
+            error = f"{type(e).__name__}: {e}" if not isinstance(e, WanVAEError) else str(e)
+        self.group.agree(not error, error)
+        return result
+
+    def settle(self, plan, remake):
+        rows, cols = len({tl.y0 for tl in plan.tiles}), len({tl.x0 for tl in plan.tiles})
+        self.group.same_as_rank0("The video's size ([latent rows, latent columns])", list(plan.cells))
+        rows, cols = self.group.broadcast([rows, cols])  # auto may differ by free memory: rank 0's grid
+        log.info("rank %d: encoding %dx%d cells in %dx%d tiles", self.group.rank, *plan.cells, rows, cols)
+        return remake((rows, cols))
+
+    def tiles(self, count: int) -> list[int]:
+        mine = [k for k in range(count) if k % self.world == self.group.rank]
+        if not mine:
+            log.info("rank %d has no tile to encode (%d tiles for %d ranks): it waits for the others", self.group.rank, count, self.world)
+        return mine
+
+    def gather(self, plan, cells: dict) -> dict | None:
+        import torch.distributed as dist
+
+        if self.group.rank != 0:
+            for k in sorted(cells):
+                dist.send(cells[k].contiguous().to(self.group.comm), dst=0)
+            return None
+        frames, dtype = cells[0].shape[2], cells[0].dtype
+        for k, tile in enumerate(plan.tiles):
+            if k not in cells:
+                buffer = torch.empty(1, cells[0].shape[1], frames, tile.y1 - tile.y0, tile.x1 - tile.x0, dtype=dtype, device=self.group.comm)
+                dist.recv(buffer, src=k % self.world)
+                cells[k] = buffer.to(self.vae.device)
+        return cells
 
 
 def _gather(group: Group, plan, pieces: dict, frames: int, scale: int) -> Iterator[torch.Tensor]:

@@ -14,8 +14,9 @@ runs. `encode_stream` takes frames as they come: time outermost, every tile's hi
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -26,7 +27,9 @@ from .free_memory import release_free_memory
 from .inputs import centre_crop, check_values, check_video
 from .network import StreamState, Workspace, patchify
 from .options import Options
-from .tiling import Tile, Window, down_window
+from .tiling import Tile, Window, down_window, plan_grid
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,17 @@ class EncodePlan:
 
 
 def make_encode_plan(vae, height: int, width: int, frames: int | None, options: Options, *, streaming: bool,
-                     min_tiles: int = 1, video_bytes: int = 0) -> EncodePlan:  # fmt: skip
-    """Tiles for a `height` x `width` px video (`frames` long, None when streamed) with `options`."""
+                     min_tiles: int = 1, video_bytes: int = 0, grid: tuple[int, int] | None = None) -> EncodePlan:  # fmt: skip
+    """Tiles for a `height` x `width` px video (`frames` long, None when streamed) with `options`, or in the
+    `grid` (rows, columns) another process chose."""
     s = vae.spatial_scale
     h, w = height // s, width // s
     latent_frames = None if frames is None else latent_index(frames - 1) + 1
-    tiles, fpc = choose_tiles(vae, h, w, options, "encode", lambda budget: encode_memory.plan_for_budget(
-        vae, h, w, options.frames_per_chunk, budget, streaming, latent_frames, min_tiles, video_bytes))  # fmt: skip
+    if grid is not None:
+        tiles, fpc = plan_grid(h, w, *grid), options.frames_per_chunk
+    else:
+        tiles, fpc = choose_tiles(vae, h, w, options, "encode", lambda budget: encode_memory.plan_for_budget(
+            vae, h, w, options.frames_per_chunk, budget, streaming, latent_frames, min_tiles, video_bytes))  # fmt: skip
     windows = [None] if len(tiles) == 1 else [down_window(tile, h, w, vae.model.encoder) for tile in tiles]
     return EncodePlan(tiles, windows, fpc, (h, w))
 
@@ -150,63 +157,98 @@ def encode_video(vae, video: torch.Tensor, options: Options, tracker: Tracker) -
 # ----------------------------------------------------------------------------------------- streamed frames
 
 
+class Share(Protocol):
+    """How several processes split a streamed encode (distributed.py implements it): each runs the down path of
+    some tiles, one gathers every tile's cells and runs the middle block and the head."""
+
+    world: int  # processes: "auto" plans at least this many tiles
+
+    def together(self, step: Callable[[], T]) -> T:
+        """step() on every process; if it failed on any, every one raises with all the messages."""
+
+    def settle(self, plan: EncodePlan, remake: Callable[[tuple[int, int]], EncodePlan]) -> EncodePlan:
+        """The plan every process uses (one process's grid; remake builds it here)."""
+
+    def tiles(self, count: int) -> list[int]:
+        """The tiles this process runs."""
+
+    def gather(self, plan: EncodePlan, cells: dict[int, torch.Tensor]) -> dict[int, torch.Tensor] | None:
+        """Every tile's cells of this chunk on the process that runs the head; None on the others."""
+
+
 def encode_stream(vae, frames: Iterable[torch.Tensor], options: Options, tracker: Tracker, trim: bool = False,
-                  total_frames: int | None = None) -> torch.Tensor:  # fmt: skip
+                  total_frames: int | None = None, share: Share | None = None) -> torch.Tensor | None:  # fmt: skip
     """One video given as consecutive chunks [N, H, W, 3] (float in [0, 1], or uint8) -> latents [1, C, T, h, w].
 
     Never holds more than a chunk of frames plus the causal history of every tile. `trim` crops the
     frame's centre to the VAE's size multiple and drops trailing frames that do not make 1 + 4k; otherwise those
     are refused (the size before any work, the frame count when the stream ends). `total_frames`, when
-    known, sizes the progress.
+    known, sizes the progress. With `share`, this process runs its share of the tiles and returns the latents
+    only where the head runs (None elsewhere).
     """
     devices = vae.work_devices(options)
+    step = share.together if share else (lambda fn: fn())
     pieces = _passes(frames, 4 * options.frames_per_chunk, vae.spatial_scale, trim)
-    first = next(pieces, None)
-    if first is None:
-        raise LatentError("The video has no frames; nothing to encode.")
+    first = step(lambda: _first(pieces))
     height, width = first.shape[-2:]
-    plan = make_encode_plan(vae, height, width, None, options, streaming=True, min_tiles=len(devices or ()))
+    plan = make_encode_plan(vae, height, width, None, options, streaming=True,
+                            min_tiles=max(len(devices or ()), share.world if share else 1))  # fmt: skip
+    if share:
+        plan = share.settle(plan, lambda grid: make_encode_plan(vae, height, width, None, options, streaming=True, grid=grid))
+    mine = share.tiles(len(plan.tiles)) if share else list(range(len(plan.tiles)))
     workers = devices or [vae.device]
     workspaces = [Workspace() for _ in workers]
-    states = [StreamState(workspaces[k % len(workers)]) for k in range(len(plan.tiles))]
+    states = {k: StreamState(workspaces[i % len(workers)]) for i, k in enumerate(mine)}
     middle_state = StreamState(workspaces[0])
-    tracker.total = (latent_index(total_frames - 1) + 1 if total_frames else 1) * len(plan.tiles)
-    out = []
-    for piece in _with_first(first, pieces):
+    tracker.total = (latent_index(total_frames - 1) + 1 if total_frames else 1) * len(mine)
+    out, piece = [], first
+    while piece is not None:
         tracker.check_cancel()
-        tracker.total = max(tracker.total, tracker.done + (piece.shape[2] // 4 or 1) * len(plan.tiles))
-        if len(plan.tiles) == 1:
-            gathered = _down(vae, plan, 0, piece, states[0])
-            tracker.advance(gathered.shape[2])
-        else:
-            cells: dict[int, torch.Tensor] = {}
-
-            def run(net, k: int) -> None:
-                cells[k] = _down(net, plan, k, piece, states[k]).to(vae.device)
-                states[k].workspace.clear()  # tiles take turns on a device: their buffers' shapes differ
-                tracker.advance(cells[k].shape[2])
-
-            work = [[functools.partial(run, k=k) for k in range(j, len(plan.tiles), len(workers))] for j in range(len(workers))]
-            if devices is None:
-                for fn in work[0]:
-                    fn(vae)
-            else:
-                multidevice.run_per_device(vae, devices, work)
-            gathered = _gathered(vae, cells[0].shape[2], plan)
-            for k, part in cells.items():
+        tracker.total = max(tracker.total, tracker.done + (piece.shape[2] // 4 or 1) * len(mine))
+        cells = step(functools.partial(_down_passes, vae, plan, mine, piece, states, devices, tracker))
+        if share:
+            cells = share.gather(plan, cells)
+        if cells is not None:
+            gathered = cells[0] if len(plan.tiles) == 1 else _gathered(vae, cells[0].shape[2], plan)
+            for k, part in cells.items() if len(plan.tiles) > 1 else ():
                 _place(gathered, plan.tiles[k], part, 0)
             del cells
-        out.append(_latents(vae, gathered, middle_state))
-        del gathered, piece
+            out.append(_latents(vae, gathered, middle_state))
+            del gathered
+        del piece
         # glibc kept the freed chunk buffers between the small kept latents: RSS grew 400 MB over 2,000
         # frames of a 64x64 video until this; handing them back keeps it flat (README: encode streaming)
         release_free_memory()
-    return _normalize(vae, torch.cat(out, dim=2), options)
+        piece = step(lambda: next(pieces, None))
+    return _normalize(vae, torch.cat(out, dim=2), options) if out else None
 
 
-def _with_first(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-    yield first
-    yield from rest
+def _first(pieces: Iterator[torch.Tensor]) -> torch.Tensor:
+    first = next(pieces, None)
+    if first is None:
+        raise LatentError("The video has no frames; nothing to encode.")
+    return first
+
+
+def _down_passes(vae, plan: EncodePlan, tiles: list[int], piece: torch.Tensor, states: dict[int, StreamState],
+                 devices, tracker: Tracker) -> dict[int, torch.Tensor]:  # fmt: skip
+    """Tiles' cells of one chunk, on the VAE's device; tiles take turns on each device."""
+    cells: dict[int, torch.Tensor] = {}
+
+    def run(net, k: int) -> None:
+        cells[k] = _down(net, plan, k, piece, states[k]).to(vae.device)
+        if len(plan.tiles) > 1:
+            states[k].workspace.clear()  # tiles take turns on a device: their buffers' shapes differ
+        tracker.advance(cells[k].shape[2])
+
+    workers = len(devices or [vae.device])
+    work = [[functools.partial(run, k=k) for k in tiles[j::workers]] for j in range(workers)]
+    if devices is None:
+        for fn in work[0]:
+            fn(vae)
+    else:
+        multidevice.run_per_device(vae, devices, work)
+    return cells
 
 
 def _passes(chunks: Iterable[torch.Tensor], per_pass: int, scale: int, trim: bool) -> Iterator[torch.Tensor]:
