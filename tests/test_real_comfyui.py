@@ -32,26 +32,13 @@ PACK_NAME = "ComfyUI-WanVAE"
 FRONT_END_ARGS = ["--front-end-root", os.environ["COMFYUI_FRONT_END_ROOT"]] if os.environ.get("COMFYUI_FRONT_END_ROOT") else []
 
 
-# A test-only pack: saves an IMAGE as a .safetensors in the output folder, so the test can compare decodes exactly.
+# A test-only pack: random frames, zero conditioning, and IMAGE / CONDITIONING / LATENT tensors saved as .safetensors
+# in the output folder, so the tests can compare exactly.
 PROBE_PACK = """
 import os
 import torch
 import folder_paths
 from safetensors.torch import save_file
-
-class WanTestSaveImage:
-    CATEGORY = "testing"
-    RETURN_TYPES = ()
-    FUNCTION = "save"
-    OUTPUT_NODE = True
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "name": ("STRING", {"default": "probe"})}}
-
-    def save(self, images, name):
-        save_file({"images": images.contiguous()}, os.path.join(folder_paths.get_output_directory(), name + ".safetensors"))
-        return {}
 
 class WanTestNoise:
     CATEGORY = "testing"
@@ -81,7 +68,7 @@ class WanTestZeroConditioning:
 
 
 class WanTestSaveTensors:
-    # every tensor of a CONDITIONING's first entry, or of a LATENT, as a .safetensors in the output folder
+    # an IMAGE, or every tensor of a CONDITIONING's first entry or of a LATENT, as a .safetensors in the output folder
     CATEGORY = "testing"
     RETURN_TYPES = ()
     FUNCTION = "save"
@@ -90,20 +77,22 @@ class WanTestSaveTensors:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"name": ("STRING", {"default": "probe"})},
-                "optional": {"conditioning": ("CONDITIONING",), "latent": ("LATENT",)}}
+                "optional": {"images": ("IMAGE",), "conditioning": ("CONDITIONING",), "latent": ("LATENT",)}}
 
-    def save(self, name, conditioning=None, latent=None):
-        found = dict(conditioning[0][1]) if conditioning is not None else dict(latent)
+    def save(self, name, images=None, conditioning=None, latent=None):
+        found = {"images": images} if images is not None else dict(conditioning[0][1]) if conditioning is not None else dict(latent)
         tensors = {}
         for key, value in found.items():
-            for i, v in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value.contiguous()
+            for i, v in enumerate(value if isinstance(value, list) else []):  # vace_frames, vace_mask: lists
                 if isinstance(v, torch.Tensor):
                     tensors[f"{key}.{i}"] = v.contiguous()
         save_file(tensors, os.path.join(folder_paths.get_output_directory(), name + ".safetensors"))
         return {}
 
 
-NODE_CLASS_MAPPINGS = {"WanTestSaveImage": WanTestSaveImage, "WanTestNoise": WanTestNoise,
+NODE_CLASS_MAPPINGS = {"WanTestNoise": WanTestNoise,
                        "WanTestZeroConditioning": WanTestZeroConditioning, "WanTestSaveTensors": WanTestSaveTensors}
 """
 
@@ -304,7 +293,7 @@ def _core_vs_ours_graphs(latent: str) -> dict[str, dict]:
     wan_vae = {"class_type": "LoadWanVAE", "inputs": {"vae_name": "wan_2.1_real_size.safetensors", "precision": "fp32", "device": "auto"}}
 
     def save(name):
-        return {"class_type": "WanTestSaveImage", "inputs": {"images": ["3", 0], "name": name}}
+        return {"class_type": "WanTestSaveTensors", "inputs": {"images": ["3", 0], "name": name}}
 
     return {
         "core Load VAE -> Wan Decode Latents": load | {"2": core_vae, "3": ours | {"inputs": ours["inputs"] | {"vae": ["2", 0]}},
@@ -398,10 +387,10 @@ def _core_nodes_graph(tag: str, tiling, width=320, height=192, length=9) -> dict
         "9": {"class_type": "WanTestSaveTensors", "inputs": {"name": f"vace_{tag}", "conditioning": ["8", 0]}},
         "10": {"class_type": "LoadLatent", "inputs": {"latent": "core_nodes.latent"}},
         "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": vae}},
-        "12": {"class_type": "WanTestSaveImage", "inputs": {"images": ["11", 0], "name": f"decode_{tag}"}},
+        "12": {"class_type": "WanTestSaveTensors", "inputs": {"images": ["11", 0], "name": f"decode_{tag}"}},
         "13": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["10", 0], "vae": vae, "tile_size": 128, "overlap": 32,
                "temporal_size": 64, "temporal_overlap": 8}},
-        "14": {"class_type": "WanTestSaveImage", "inputs": {"images": ["13", 0], "name": f"decode_tiled_{tag}"}},
+        "14": {"class_type": "WanTestSaveTensors", "inputs": {"images": ["13", 0], "name": f"decode_tiled_{tag}"}},
     }  # fmt: skip
     return nodes
 
@@ -434,7 +423,7 @@ def test_core_nodes_through_wan_vae_for_core_nodes_give_core_s_untiled_results(c
     ours = _core_nodes_graph("ours", "on")
     ours["15"] = {"class_type": "WanDecodeLatents", "inputs": {"vae": ["1", 0], "samples": ["10", 0], "latent_space": "raw",
                   "tiling": "off", "tile_size": 512, "tile_overlap": 64, "frames_per_chunk": 1}}  # fmt: skip
-    ours["16"] = {"class_type": "WanTestSaveImage", "inputs": {"images": ["15", 0], "name": "decode_wan"}}
+    ours["16"] = {"class_type": "WanTestSaveTensors", "inputs": {"images": ["15", 0], "name": "decode_wan"}}
     _figures(comfy, ours)
     worst = {}
     for what in ("i2v", "vace"):
@@ -466,10 +455,10 @@ def test_wan22_image_to_video_latent_through_the_node_gives_core_s_latent(comfy)
     _figures(comfy, graph(None))
     _figures(comfy, graph("on"))
     theirs, mine = _load(comfy, "wan22_core"), _load(comfy, "wan22_on")
-    assert set(theirs) == set(mine) == {"samples.0", "noise_mask.0"}
-    difference = (theirs["samples.0"] - mine["samples.0"]).abs().max().item()
+    assert set(theirs) == set(mine) == {"samples", "noise_mask"}
+    difference = (theirs["samples"] - mine["samples"]).abs().max().item()
     print(f"\nWan22ImageToVideoLatent: max abs {difference:.2e}")
-    assert difference <= 1e-5 and torch.equal(theirs["noise_mask.0"], mine["noise_mask.0"])
+    assert difference <= 1e-5 and torch.equal(theirs["noise_mask"], mine["noise_mask"])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")
@@ -493,8 +482,8 @@ def test_wan_image_to_video_at_832x480_core_against_the_node(comfy):
     rows = {"core Load VAE (core's encode)": _figures(comfy, graph(None)),
             "-> Wan VAE for Core Nodes, tiling auto": _figures(comfy, graph("auto")),
             "-> Wan VAE for Core Nodes, 256 px tiles": _figures(comfy, graph("on"))}
-    reference = _load(comfy, "i2v832_core_256")["concat_latent_image.0"]
-    differences = [(_load(comfy, f"i2v832_{t}_256")["concat_latent_image.0"] - reference).abs().max().item() for t in ("auto", "on")]
+    reference = _load(comfy, "i2v832_core_256")["concat_latent_image"]
+    differences = [(_load(comfy, f"i2v832_{t}_256")["concat_latent_image"] - reference).abs().max().item() for t in ("auto", "on")]
     print("\n| WanImageToVideo 832x480, 9 frames | time s | server peak RSS MB |\n|---|---|---|")
     for label, (seconds, peak) in rows.items():
         print(f"| {label} | {seconds:.1f} | {peak:.0f} |")
