@@ -190,3 +190,11 @@ def test_stop_inside_a_core_node_ends_the_decode(pack, folders, monkeypatch):
         twin.decode(latents("2.1"))
     with pytest.raises(pack.lib.DecodeCancelled):
         twin.encode(frames(5, 48, 80))
+
+
+def test_image_latents_decode_as_one_frame_each(pack, folders):
+    core = CoreLikeVAE("2.1")
+    twin = adapt(pack, core)
+    z = latents("2.1", (2, 1, 6, 10))[:, :, 0]  # [B, C, h, w], as image models hand them over
+    ours = twin.decode(z)
+    assert ours.shape == (2, 1, 48, 80, 3) and diff(ours, core.decode(z.unsqueeze(2))) <= TOL
