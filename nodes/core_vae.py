@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import weakref
 
 import torch
 
@@ -28,6 +29,8 @@ log = logging.getLogger("wan_vae")
 
 # The widths core's sd.py builds for each Wan VAE; others (LightVAE's pruned 2.1) it cannot hold.
 CORE_BUILDS = {"2.1": (96, 96), "2.2": (160, 256)}
+# Core VAE objects made for Load Wan VAE's VAEs, for as long as those live (they share the weights' memory).
+_CORE_FOR: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class WanVAEForCoreNodes:
@@ -73,14 +76,17 @@ class WanVAEForCoreNodes:
 
 
 def _core_vae_for(wan: WanVAE):
-    """Core's VAE object for our weights (our keys are the original ones, which ComfyUI reads)."""
+    """Core's VAE object for our weights (our keys are the original ones, which ComfyUI reads), made once per VAE."""
+    if wan in _CORE_FOR:
+        return _CORE_FOR[wan]
     if (wan.config.dim, wan.config.decoder_dim) != CORE_BUILDS[wan.version]:
         raise CheckpointError(
             f"{wan.title} has channel widths {wan.config.dim}/{wan.config.decoder_dim}, which core's VAE cannot hold "
             f"(it builds the standard Wan {wan.version} VAE). Load the standard VAE file here; the pack's own Wan "
             "Encode and Wan Decode nodes take this one."
         )
-    return comfy_host.core_vae_from_weights(wan.model.state_dict())
+    core = _CORE_FOR[wan] = comfy_host.core_vae_from_weights(wan.model.state_dict())
+    return core
 
 
 def exact_copy(core, loaded: LoadedWanVAE, options: Options):

@@ -179,6 +179,7 @@ def test_load_wan_vae_s_vae_becomes_core_s_object_for_its_weights(pack, folders,
     twin = adapt(pack, loaded)
     assert twin.wan_loaded is loaded and set(made[0]) == set(original_state_dict("2.1"))  # ComfyUI's key names
     assert pack.nodes.load_vae.as_wan_vae(twin) is loaded  # our decode nodes take the copy without converting again
+    assert adapt(pack, loaded, tiling="on").first_stage_model is twin.first_stage_model and len(made) == 1  # built once
     z = latents("2.1", (1, 2, 6, 10))
     assert diff(twin.decode(z), loaded.vae.decode(z, layout="images").unsqueeze(0)) == 0
 
