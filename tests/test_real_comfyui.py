@@ -344,7 +344,7 @@ def test_stop_during_wan_decode_to_video_ends_quietly_and_keeps_the_latent(comfy
     assert status == 200
     folder = comfy["base"] / "output" / "stopped"
     deadline = time.time() + 300
-    while not list(folder.glob("*.partial*")):  # decoding has started: ffmpeg's partial file exists
+    while not list(folder.glob(".*.wanvae-partial.*")):  # decoding has started: the partial video exists
         assert time.time() < deadline, "the decode did not start"
         time.sleep(0.2)
     time.sleep(2)
