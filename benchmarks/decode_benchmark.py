@@ -85,6 +85,15 @@ def worker(case: dict) -> dict:
     return result
 
 
+def print_table(header: str, lines: list[str], notes: list[str]) -> None:
+    """A markdown table (`header`: "| a | b |"), then the notes as a list."""
+    print(f"\n{header}\n|{'---|' * header.count(' |')}")
+    print("\n".join(lines))
+    print()
+    for line in notes:
+        print("- " + line)
+
+
 def measure(run, device: str):
     """run()'s output, and its wall time and the process's peak RSS (and peak VRAM on CUDA)."""
     import torch

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
-from decode_benchmark import make_weights, measure  # noqa: E402
+from decode_benchmark import make_weights, measure, print_table  # noqa: E402
 
 CASES = [("2.1", (9, 480, 832)), ("2.2", (5, 704, 1280))]
 TILES = (512, 384, 256)
@@ -202,13 +202,8 @@ def main() -> None:
         more_lines, more_notes = compare(args, workdir, version, video)
         lines += more_lines
         notes += more_notes
-    print(f"\n| video | encode | grid | time s | time / untiled | peak {'VRAM' if args.device == 'cuda' else 'RSS'} MB | "
-          "peak / untiled | estimate MB | estimate / peak | max abs vs ours untiled |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(lines))
-    print()
-    for line in notes:
-        print("- " + line)
+    print_table(f"| video | encode | grid | time s | time / untiled | peak {'VRAM' if args.device == 'cuda' else 'RSS'} MB | "
+                "peak / untiled | estimate MB | estimate / peak | max abs vs ours untiled |", lines, notes)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode_benchmark import make_weights, run_case  # noqa: E402
+from decode_benchmark import make_weights, print_table, run_case  # noqa: E402
 
 CASES = [("2.1", [1, 16, 2, 60, 104]), ("2.1", [1, 16, 5, 60, 104]), ("2.2", [1, 48, 1, 44, 80])]
 TILES = (512, 384, 256)
@@ -74,13 +74,8 @@ def main() -> None:
                      f"auto at {budget / 2**20:.0f} MB picked {auto['grid']}, peak {auto['peak_mb']:.0f} MB "
                      f"({'within' if auto['peak_mb'] * 2**20 <= budget else 'OVER'} the budget), time "
                      f"{auto['seconds'] / untiled['seconds']:.2f}x untiled (target <= 1.25)")  # fmt: skip
-    print(f"\n| video | decode | grid | time s | time / untiled | work / untiled | peak {'VRAM' if args.device == 'cuda' else 'RSS'} MB | "
-          "peak / untiled | estimate MB | estimate / peak | max abs vs untiled |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(lines))
-    print()
-    for line in notes:
-        print("- " + line)
+    print_table(f"| video | decode | grid | time s | time / untiled | work / untiled | peak {'VRAM' if args.device == 'cuda' else 'RSS'} MB | "
+                "peak / untiled | estimate MB | estimate / peak | max abs vs untiled |", lines, notes)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import driver
+from . import driver, encoding
 from .errors import WanVAEError
 from .network import Workspace
 from .options import Options
@@ -205,8 +205,6 @@ def encode_frames(vae, frames, group: Group, normalized: bool | None = None, *, 
     whose shapes every rank knows, and rank 0 runs the middle block (attention over the whole frame) and
     the head. The latents are those of one process. Settings as in `encode_frames` (tiling "auto" unless given).
     """
-    from . import encoding
-
     options = (options or Options(tiling="auto")).merged(normalized, settings)
     version = [int(x) for x in vae.version.split(".")]
     group.same_as_rank0("The VAE and options ([version, normalized, frames_per_chunk, tile_size])",

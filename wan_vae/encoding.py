@@ -209,18 +209,24 @@ def encode_stream(vae, frames: Iterable[torch.Tensor], options: Options, tracker
         if share:
             cells = share.gather(plan, cells)
         if cells is not None:
-            gathered = cells[0] if len(plan.tiles) == 1 else _gathered(vae, cells[0].shape[2], plan)
-            for k, part in cells.items() if len(plan.tiles) > 1 else ():
-                _place(gathered, plan.tiles[k], part, 0)
+            out.append(_latents(vae, _assembled(vae, plan, cells), middle_state))
             del cells
-            out.append(_latents(vae, gathered, middle_state))
-            del gathered
         del piece
         # glibc kept the freed chunk buffers between the small kept latents: RSS grew 400 MB over 2,000
         # frames of a 64x64 video until this; handing them back keeps it flat (README: encode streaming)
         release_free_memory()
         piece = step(lambda: next(pieces, None))
     return _normalize(vae, torch.cat(out, dim=2), options) if out else None
+
+
+def _assembled(vae, plan: EncodePlan, cells: dict[int, torch.Tensor]) -> torch.Tensor:
+    """One chunk's down-path output of the whole frame from its tiles' cells (a lone tile's are it)."""
+    if len(plan.tiles) == 1:
+        return cells[0]
+    gathered = _gathered(vae, cells[0].shape[2], plan)
+    for k, part in cells.items():
+        _place(gathered, plan.tiles[k], part, 0)
+    return gathered
 
 
 def _first(pieces: Iterator[torch.Tensor]) -> torch.Tensor:
