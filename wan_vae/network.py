@@ -492,35 +492,39 @@ class Encoder(nn.Module):
         """Spatial downsampling factor of each stage of `down_pass` (2, or 1 for the last)."""
         return [2 if _halves(stage[-1]) else 1 for stage in self.stages]
 
-    def stage_intervals(self, a: int, b: int, length: int) -> list[tuple[int, int]]:
-        """Along one axis: what `down_pass` must see for its output cells [a, b) of a frame `length` cells long.
+    def stage_intervals(self, a: int, b: int, length: int, stages: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Along one axis: what `down_pass` over `stages` [first, last) (all of them by default) must see for
+        its output cells [a, b) of a frame `length` cells long.
 
         One interval per stage input, in that stage's pixels, then [a, b) itself. Walked backwards over
         the modules (a conv with padding p widens by p; the stride-2 conv reads 2j .. 2j+2 for cell j),
         clipped to the frame, and widened to even bounds where the stage halves, so that the window's
         stride grid is the frame's.
         """
+        first, last = stages or (0, len(self.stages))
         intervals = [(a, b)]
         size = length
-        for stage, scale in zip(reversed(self.stages), reversed(self.stage_scales)):
-            for layer in reversed(stage):
+        for i in reversed(range(first, last)):
+            for layer in reversed(self.stages[i]):
                 a, b = _interval_before(layer, a, b)
-            size *= scale
+            size *= self.stage_scales[i]
             a, b = max(a, 0), min(b, size)
-            if scale == 2:
+            if self.stage_scales[i] == 2:
                 a, b = a - a % 2, b + b % 2
             intervals.append((a, b))
         return intervals[::-1]
 
-    def down_pass(self, x: torch.Tensor, state: StreamState, window=None) -> torch.Tensor:
-        """Entry conv and downsampling stages for one chunk; with a `window`, x covers `window.regions[0]`,
-        each stage runs on what the tile needs and the output is the tile's own cells."""
-        for i, stage in enumerate(self.stages):
-            if window is not None and i > 0:
-                x = window.crop(i, x)
-            for layer in stage:
+    def down_pass(self, x: torch.Tensor, state: StreamState, window=None, stages: tuple[int, int] | None = None) -> torch.Tensor:
+        """Entry conv and downsampling stages for one chunk (or only `stages` [first, last), x being the input
+        of stage `first`); with a `window`, x covers `window.regions[0]`, each stage runs on what the tile
+        needs and the output is the tile's own cells."""
+        first, last = stages or (0, len(self.stages))
+        for i in range(first, last):
+            if window is not None and i > first:
+                x = window.crop(i - first, x)
+            for layer in self.stages[i]:
                 x = layer(x, state)
-        return x if window is None else window.crop(len(self.stages), x)
+        return x if window is None else window.crop(last - first, x)
 
     def middle_pass(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
         """Middle block and head for one chunk, always on the whole latent frame."""

@@ -81,11 +81,15 @@ def window(tile: Tile, height: int, width: int, radii: list[int], scales: list[i
     return Window(tuple(regions), tuple(scales))
 
 
-def down_window(tile: Tile, height: int, width: int, encoder) -> Window:
-    """The regions stage by stage of the encoder's `down_pass` for `tile` of a `height` x `width` cell latent
-    frame (network.Encoder.stage_intervals); regions[0] is in the encoder's input pixels (patches for Wan 2.2)."""
-    ys, xs = encoder.stage_intervals(tile.y0, tile.y1, height), encoder.stage_intervals(tile.x0, tile.x1, width)
-    return Window(tuple((y0, y1, x0, x1) for (y0, y1), (x0, x1) in zip(ys, xs)), tuple(encoder.stage_scales), down=True)
+def down_window(tile: Tile, height: int, width: int, encoder, stages: tuple[int, int] | None = None) -> Window:
+    """The regions stage by stage of the encoder's `down_pass` over `stages` (all by default) for `tile` of a
+    `height` x `width` cell frame of its output (network.Encoder.stage_intervals); regions[0] is in the
+    first stage's input pixels (for the whole path: the encoder's input pixels, patches for Wan 2.2)."""
+    ys = encoder.stage_intervals(tile.y0, tile.y1, height, stages)
+    xs = encoder.stage_intervals(tile.x0, tile.x1, width, stages)
+    first, last = stages or (0, len(encoder.stages))
+    scales = tuple(encoder.stage_scales[first:last])
+    return Window(tuple((y0, y1, x0, x1) for (y0, y1), (x0, x1) in zip(ys, xs)), scales, down=True)
 
 
 def tile_cells(tile_size: int, tile_overlap: int, scale: int) -> int:
