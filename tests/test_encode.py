@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from reference import reference_encode, reference_model, video
-from wan_vae import LatentError, SettingsError, load_vae
-from wan_vae.encode_memory import estimate, plan_for_budget
+from wan_vae import LatentError, Options, SettingsError, encode_memory, load_vae
+from wan_vae.encode_memory import best_split, estimate, plan_for_budget
+from wan_vae.encoding import make_encode_plan
 from wan_vae.network import StreamState, patchify
 from wan_vae.tiling import MIN_TILE_CELLS, Tile, down_window
 
@@ -89,6 +90,26 @@ def test_tiled_encode_equals_the_untiled_encode(vaes, clips, version, tile, fram
     assert max_diff(tiled, untiled) <= TOL
 
 
+@pytest.mark.parametrize("version,stage,rest_tiled,tile,frames_per_chunk", [
+    ("2.1", 1, True, MIN_TILE_CELLS, 1), ("2.1", 2, True, 10, 2), ("2.1", 3, True, MIN_TILE_CELLS, 3),
+    ("2.1", 2, False, MIN_TILE_CELLS, 1), ("2.2", 1, False, 10, 1), ("2.2", 2, True, MIN_TILE_CELLS, 3),
+    ("2.2", 3, False, MIN_TILE_CELLS, 2), ("2.2", 3, True, 10, 1),
+])  # fmt: skip
+def test_split_encodes_equal_the_untiled_encode(vaes, clips, version, stage, rest_tiled, tile, frames_per_chunk, monkeypatch):
+    """Stages before `stage` over the whole video, tile by tile, then the rest on their kept output."""
+    split = encode_memory.Split(stage, rest_tiled)
+    monkeypatch.setattr(encode_memory, "best_split", lambda *a, **k: split)
+    vae = vaes[version]
+    x, untiled = clips[version]
+    options = dict(tiling="on", tile_size=tile * vae.spatial_scale, frames_per_chunk=frames_per_chunk)
+    plan = make_encode_plan(vae, 13 * vae.spatial_scale, 17 * vae.spatial_scale, 9, Options(**options), streaming=False)
+    assert [seg.stages for seg in plan.segments] == [(0, stage), (stage, 4)]
+    assert len(plan.segments[0].tiles) > 1 and (len(plan.tiles) > 1) == rest_tiled
+    assert max_diff(vae.encode(x, **options), untiled) <= TOL
+    if stage == 2:
+        assert max_diff(vae.encode(x[:1], devices=["cpu", "cpu"], **options), untiled[:1]) <= TOL
+
+
 @pytest.mark.parametrize("version", ["2.1", "2.2"])
 def test_untiled_and_tiled_encodes_are_within_1e_5_of_diffusers(vaes, version):
     vae, ref = vaes[version], reference_model(version)
@@ -146,12 +167,15 @@ def test_several_devices_give_the_same_latents(vaes, clips):
     assert max_diff(vae.encode_frames([frames_of(x[1:])], **kw), untiled[1:]) <= TOL
 
 
-def test_progress_covers_every_tile_and_cancel_stops(vaes, clips):
+@pytest.mark.parametrize("split", [None, encode_memory.Split(2, True)])
+def test_progress_covers_every_tile_and_cancel_stops(vaes, clips, split, monkeypatch):
+    monkeypatch.setattr(encode_memory, "best_split", lambda *a, **k: split)
     vae = vaes["2.1"]
     x, _ = clips["2.1"]
     seen = []
     vae.encode(x[:1], tiling="on", tile_size=MIN_TILE_CELLS * 8, progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (3 * 6, 3 * 6) and len(seen) == 3 * 6  # 3 latent frames x 2x3 tiles
+    steps = 3 * 6 * (1 if split is None else 2)  # 3 latent frames x 2x3 tiles, in each segment
+    assert seen[-1] == (steps, steps) and len(seen) == steps
     from wan_vae import DecodeCancelled
 
     with pytest.raises(DecodeCancelled):
@@ -181,6 +205,28 @@ def test_estimates_shrink_with_tiles_and_grow_with_the_chunk(vaes):
     assert estimate(vae, 60, 104, 2, 4)[0] < 0.6 * one
     assert estimate(vae, 60, 104, frames_per_chunk=2)[0] > one
     assert estimate(vae, 60, 104, 2, 4, streaming=True)[0] > estimate(vae, 60, 104, 2, 4)[0]  # every tile's history
+
+
+def test_a_split_is_planned_where_it_saves_work_and_its_output_fits():
+    vae = load_vae(reference_model("2.1", real=True).state_dict())
+    h, w, video = 60, 104, 3 * 480 * 832 * 4  # 832x480 px, video bytes per frame (fp32)
+    short, long = dict(latent_frames=3, video_bytes=9 * video), dict(latent_frames=81, video_bytes=321 * video)
+    ways = encode_memory.splits(vae, True, same_tiles=True)
+    assert ways == [None, *(encode_memory.Split(s, True) for s in (1, 2, 3))]
+    costs = {s: estimate(vae, h, w, 2, 4, 1, False, **short, split=s) for s in ways}
+    least = min(ways, key=lambda s: costs[s][1])
+    assert costs[least][1] < 0.8 * costs[None][1]  # the margin no longer all at full resolution
+    assert best_split(vae, h, w, 2, 4, 1, 1 << 40, **short) == least == encode_memory.Split(2, True)
+    # 321 frames: what stages 0-1 keep (stage 2's input, every frame) outgrows the unsplit windows, so on
+    # the unsplit peak a split there no longer fits and a later one is taken
+    peaks = {s: estimate(vae, h, w, 2, 4, 1, False, **long, split=s)[0] for s in ways}
+    assert peaks[encode_memory.Split(1, True)] > peaks[encode_memory.Split(2, True)] > peaks[None]
+    chosen = best_split(vae, h, w, 2, 4, 1, peaks[None], **long)
+    assert chosen == encode_memory.Split(3, True) and peaks[chosen] <= peaks[None]
+    assert best_split(vae, h, w, 2, 4, 1, 1 << 20, **long) == min(ways, key=peaks.get)  # nothing fits: the least peak
+    # auto on the unsplit 2x4 peak: a split fits there with less work, and may run its rest on the whole frame
+    plan = plan_for_budget(vae, h, w, 1, costs[None][0], **short)
+    assert plan.split is not None and plan.work < costs[None][1] and plan.estimate <= costs[None][0]
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -8,12 +8,17 @@ give exactly the untiled latents.
 
 `encode_video` has the whole video: tiles go one after the other through all of time (one tile's
 history alive at a time), gathering the down path's output of every frame before the middle block
-runs. `encode_stream` takes frames as they come: time outermost, every tile's history alive.
+runs. Where it is less work in the memory there is, the down path runs in two segments (`Segment`,
+encode_memory.best_split): the first stages tile by tile over the whole video, their output of every
+frame kept, then the rest tile by tile (or whole) on it, so that no tile carries the whole path's
+margin at full resolution. `encode_stream` takes frames as they come: time outermost, every tile's
+history alive, one segment.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -23,7 +28,7 @@ import torch
 from . import encode_memory, multidevice
 from .driver import Tracker, choose_tiles, latent_index, time_chunks
 from .errors import LatentError
-from .free_memory import release_free_memory
+from .free_memory import free_bytes, release_free_memory
 from .inputs import centre_crop, check_values, check_video
 from .network import StreamState, Workspace, patchify
 from .options import Options
@@ -33,47 +38,100 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class EncodePlan:
-    """Tiles of the latent frame, the window each one's down path runs on, and the frames per pass."""
+class Segment:
+    """Stages [first, last) of the down path run tile by tile: tiles partition the segment's output frame
+    (stage `last`'s input, or the latent frame), windows are what each tile's stages run on."""
 
+    stages: tuple[int, int]
     tiles: list[Tile]
     windows: list[Window | None]
-    frames_per_chunk: int  # latent frames (4 video frames each) per pass after the first frame
-    cells: tuple[int, int]  # latent frame h, w
+    cells: tuple[int, int]  # the output frame's h, w in its pixels
 
     def pixels(self, k: int, patch: int) -> tuple[slice, slice]:
-        """Rows and columns of the input video that tile k's down path reads."""
+        """Rows and columns of the segment's input that tile k reads (`patch`: input pixels per stage pixel)."""
         if self.windows[k] is None:
             return slice(None), slice(None)
         y0, y1, x0, x1 = self.windows[k].regions[0]
         return slice(y0 * patch, y1 * patch), slice(x0 * patch, x1 * patch)
 
 
+@dataclass(frozen=True)
+class EncodePlan:
+    """The down path in segments (one, unless a split pays: see encode_memory), and the frames per pass."""
+
+    segments: tuple[Segment, ...]
+    frames_per_chunk: int  # latent frames (4 video frames each) per pass after the first frame
+
+    @property
+    def tiles(self) -> list[Tile]:
+        """The tiles of the latent frame whose cells are gathered before the middle block."""
+        return self.segments[-1].tiles
+
+    @property
+    def cells(self) -> tuple[int, int]:  # latent frame h, w
+        return self.segments[-1].cells
+
+    @property
+    def split(self) -> encode_memory.Split | None:
+        if len(self.segments) == 1:
+            return None
+        return encode_memory.Split(self.segments[1].stages[0], len(self.segments[1].tiles) > 1)
+
+
 def make_encode_plan(vae, height: int, width: int, frames: int | None, options: Options, *, streaming: bool,
                      min_tiles: int = 1, video_bytes: int = 0, grid: tuple[int, int] | None = None) -> EncodePlan:  # fmt: skip
     """Tiles for a `height` x `width` px video (`frames` long, None when streamed) with `options`, or in the
-    `grid` (rows, columns) another process chose."""
+    `grid` (rows, columns) another process chose. A whole video in tiles is split where that is the least
+    work in the memory there is (encode_memory.best_split)."""
     s = vae.spatial_scale
     h, w = height // s, width // s
     latent_frames = None if frames is None else latent_index(frames - 1) + 1
+    auto: list[encode_memory.AutoPlan] = []
+
+    def for_budget(budget: int) -> encode_memory.AutoPlan:
+        auto.append(encode_memory.plan_for_budget(vae, h, w, options.frames_per_chunk, budget, streaming,
+                                                  latent_frames, min_tiles, video_bytes))  # fmt: skip
+        return auto[-1]
+
     if grid is not None:
         tiles, fpc = plan_grid(h, w, *grid), options.frames_per_chunk
     else:
-        tiles, fpc = choose_tiles(vae, h, w, options, "encode", lambda budget: encode_memory.plan_for_budget(
-            vae, h, w, options.frames_per_chunk, budget, streaming, latent_frames, min_tiles, video_bytes))  # fmt: skip
-    windows = [None] if len(tiles) == 1 else [down_window(tile, h, w, vae.model.encoder) for tile in tiles]
-    return EncodePlan(tiles, windows, fpc, (h, w))
+        tiles, fpc = choose_tiles(vae, h, w, options, "encode", for_budget)
+    rows, cols = len({tile.y0 for tile in tiles}), len({tile.x0 for tile in tiles})
+    split = None
+    if auto:
+        split = auto[-1].split
+    elif len(tiles) > 1 and not streaming and grid is None:
+        budget = options.memory_budget if options.memory_budget is not None else free_bytes(vae.device)
+        split = encode_memory.best_split(vae, h, w, rows, cols, fpc, budget, latent_frames, video_bytes)
+    return EncodePlan(tuple(segments(vae, h, w, rows, cols, split)), fpc)
 
 
-def _down(vae, plan: EncodePlan, k: int, frames: torch.Tensor, state: StreamState, images: bool = False) -> torch.Tensor:
-    """Tile k's cells [1, C, t, th, tw] of the down path's output for video frames [1, 3, n, H, W] in [-1, 1]
-    (in [0, 1] with `images`: mapped here, a window at a time, so the caller's frames are never copied whole)."""
-    rows, cols = plan.pixels(k, vae.config.patch_size)
+def segments(vae, h: int, w: int, rows: int, cols: int, split: encode_memory.Split | None) -> list[Segment]:
+    """The down path of an h x w cell latent frame in rows x cols tiles: one segment, or two (`split`)."""
+    encoder = vae.model.encoder
+    out = []
+    for first, last, r, c in encode_memory.grids(len(encoder.stages), rows, cols, split):
+        scale = math.prod(encoder.stage_scales[last:])  # stage `last`'s pixels per latent cell
+        sh, sw = h * scale, w * scale
+        tiles = plan_grid(sh, sw, r, c)
+        windows = [None] if len(tiles) == 1 else [down_window(tile, sh, sw, encoder, (first, last)) for tile in tiles]
+        out.append(Segment((first, last), tiles, windows, (sh, sw)))
+    return out
+
+
+def _down(vae, segment: Segment, k: int, frames: torch.Tensor, state: StreamState, images: bool = False) -> torch.Tensor:
+    """Tile k's cells [1, C, t, th, tw] of the segment's output for its input frames [1, C, n, H, W]: for the
+    first segment, video frames in [-1, 1] (in [0, 1] with `images`: mapped here, a window at a time, so the
+    caller's frames are never copied whole)."""
+    first = segment.stages[0] == 0
+    rows, cols = segment.pixels(k, vae.config.patch_size if first else 1)
     piece = frames[:, :, :, rows, cols].to(device=vae.device, dtype=torch.float32)
-    piece = patchify(piece * 2 - 1 if images else piece, vae.config.patch_size)
+    if first:
+        piece = patchify(piece * 2 - 1 if images else piece, vae.config.patch_size)
     if vae.channels_last:
         piece = piece.contiguous(memory_format=torch.channels_last_3d)
-    return vae.model.encoder.down_pass(piece, state, plan.windows[k])
+    return vae.model.encoder.down_pass(piece, state, segment.windows[k], segment.stages)
 
 
 def _latents(vae, down: torch.Tensor, state: StreamState) -> torch.Tensor:
@@ -81,10 +139,11 @@ def _latents(vae, down: torch.Tensor, state: StreamState) -> torch.Tensor:
     return vae.model.conv1(vae.model.encoder.middle_pass(down, state))[:, : vae.latent_channels]
 
 
-def _gathered(vae, frames: int, plan: EncodePlan) -> torch.Tensor:
-    """Where the tiles' down-path cells of `frames` latent frames are gathered (fp32, as the residual sums are)."""
-    channels = vae.config.encoder_dims[-1]
-    return torch.empty(1, channels, frames, *plan.cells, device=vae.device, memory_format=torch.channels_last_3d)
+def _gathered(vae, frames: int, segment: Segment) -> torch.Tensor:
+    """Where the tiles' cells of a segment's output, `frames` long, are gathered (fp32, as the residual sums are)."""
+    last = segment.stages[1]
+    channels = vae.config.encoder_dims[last]
+    return torch.empty(1, channels, frames, *segment.cells, device=vae.device, memory_format=torch.channels_last_3d)
 
 
 def _place(gathered: torch.Tensor, tile: Tile, cells: torch.Tensor, t0: int) -> None:
@@ -112,46 +171,65 @@ def encode_video(vae, video: torch.Tensor, options: Options, tracker: Tracker) -
     t, (h, w) = latent_index(f - 1) + 1, plan.cells
     chunks = time_chunks(f, 4 * plan.frames_per_chunk)
     out = torch.empty(b, vae.latent_channels, t, h, w, dtype=torch.float32, device=vae.device)
-    tracker.total = b * t * len(plan.tiles)
+    tracker.total = b * t * sum(len(segment.tiles) for segment in plan.segments)
     workspace = Workspace()
     for i in range(b):
-        if len(plan.tiles) == 1:
+        if len(plan.segments) == 1 and len(plan.tiles) == 1:  # the middle block chunk by chunk, nothing gathered
             state = StreamState(workspace)
             for f0, f1 in chunks:
                 tracker.check_cancel()
                 state.final = f1 == f
-                mu = _latents(vae, _down(vae, plan, 0, x[i : i + 1, :, f0:f1], state, images), state)
+                mu = _latents(vae, _down(vae, plan.segments[0], 0, x[i : i + 1, :, f0:f1], state, images), state)
                 out[i : i + 1, :, latent_index(f0) : latent_index(f0) + mu.shape[2]] = mu
                 tracker.advance(mu.shape[2])
             continue
-        # The down path's output of every frame, then the middle block over it: one tile's history at a time.
-        gathered = _gathered(vae, t, plan)
-
-        def tile(k: int) -> multidevice.Job:
-            def job(net, workspace: Workspace) -> None:
-                state = StreamState(workspace)
-                for f0, f1 in chunks:
-                    tracker.check_cancel()
-                    state.final = f1 == f
-                    cells = _down(net, plan, k, x[i : i + 1, :, f0:f1], state, images)
-                    _place(gathered, plan.tiles[k], cells.to(vae.device), latent_index(f0))
-                    tracker.advance(cells.shape[2])
-
-            return job
-
-        jobs = [tile(k) for k in range(len(plan.tiles))]
-        if devices is None:
-            for job in jobs:
-                job(vae, workspace)
-                workspace.clear()  # the next tile's windows have other shapes: these buffers would only pile up
-        else:
-            multidevice.run_jobs(vae, devices, jobs)
+        # Each segment's output of every frame, then the middle block over it: one tile's history at a time.
+        down = x[i : i + 1]
+        for j, segment in enumerate(plan.segments):
+            down = _segment_video(vae, segment, down, chunks, images and j == 0, devices, workspace, tracker)
         state = StreamState(workspace)
         for t0, t1 in time_chunks(t, plan.frames_per_chunk):
             state.final = t1 == t
-            out[i : i + 1, :, t0:t1] = _latents(vae, gathered[:, :, t0:t1], state)
-        del gathered
+            out[i : i + 1, :, t0:t1] = _latents(vae, down[:, :, t0:t1], state)
+        del down
     return _normalize(vae, out, options)
+
+
+def _segment_video(vae, segment: Segment, source: torch.Tensor, chunks: list[tuple[int, int]], images: bool,
+                   devices, workspace: Workspace, tracker: Tracker) -> torch.Tensor:  # fmt: skip
+    """The segment's output [1, C, t, h, w] of every frame of `source` (its input; `chunks` are the passes in
+    video frames), tile after tile through all of time."""
+    # the stages before it halved time `halvings` times, its own `more` times (Wan: a pass of 4k frames
+    # leaves 4k / 2 after each; the first frame stays one)
+    halvings = sum(vae.config.temporal_downsample[: segment.stages[0]])
+    more = sum(vae.config.temporal_downsample[: segment.stages[1]]) - halvings
+
+    def at(frame: int, shift: int) -> int:  # where video frame `frame` starts after `shift` temporal halvings
+        return 0 if frame == 0 else 1 + (frame - 1 >> shift)
+
+    f = chunks[-1][1]
+    gathered = _gathered(vae, at(f, halvings + more), segment)
+
+    def tile(k: int) -> multidevice.Job:
+        def job(net, workspace: Workspace) -> None:
+            state = StreamState(workspace)
+            for f0, f1 in chunks:
+                tracker.check_cancel()
+                state.final = f1 == f
+                cells = _down(net, segment, k, source[:, :, at(f0, halvings) : at(f1, halvings)], state, images)
+                _place(gathered, segment.tiles[k], cells.to(vae.device), at(f0, halvings + more))
+                tracker.advance(latent_index(f1 - 1) + 1 - latent_index(f0))
+
+        return job
+
+    jobs = [tile(k) for k in range(len(segment.tiles))]
+    if devices is None:
+        for job in jobs:
+            job(vae, workspace)
+            workspace.clear()  # the next tile's windows have other shapes: these buffers would only pile up
+    else:
+        multidevice.run_jobs(vae, devices, jobs)
+    return gathered
 
 
 # ----------------------------------------------------------------------------------------- streamed frames
@@ -223,7 +301,7 @@ def _assembled(vae, plan: EncodePlan, cells: dict[int, torch.Tensor]) -> torch.T
     """One chunk's down-path output of the whole frame from its tiles' cells (a lone tile's are it)."""
     if len(plan.tiles) == 1:
         return cells[0]
-    gathered = _gathered(vae, cells[0].shape[2], plan)
+    gathered = _gathered(vae, cells[0].shape[2], plan.segments[0])
     for k, part in cells.items():
         _place(gathered, plan.tiles[k], part, 0)
     return gathered
@@ -242,7 +320,7 @@ def _down_passes(vae, plan: EncodePlan, tiles: list[int], piece: torch.Tensor, s
     cells: dict[int, torch.Tensor] = {}
 
     def run(net, k: int) -> None:
-        cells[k] = _down(net, plan, k, piece, states[k]).to(vae.device)
+        cells[k] = _down(net, plan.segments[0], k, piece, states[k]).to(vae.device)
         if len(plan.tiles) > 1:
             states[k].workspace.clear()  # tiles take turns on a device: their buffers' shapes differ
         tracker.advance(cells[k].shape[2])

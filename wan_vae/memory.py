@@ -173,6 +173,7 @@ class AutoPlan:
     frames_per_chunk: int
     estimate: int  # bytes
     work: int  # multiply-adds of the tiled path (decode: upsampling, encode: downsampling) per latent frame
+    split: object = None  # encode: how the down path is split (encode_memory.Split), None when it is not
 
 
 def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, streaming: bool = False,
