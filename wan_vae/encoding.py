@@ -205,7 +205,7 @@ def _segment_video(vae, segment: Segment, source: torch.Tensor, chunks: list[tup
     more = sum(vae.config.temporal_downsample[: segment.stages[1]]) - halvings
 
     def at(frame: int, shift: int) -> int:  # where video frame `frame` starts after `shift` temporal halvings
-        return 0 if frame == 0 else 1 + (frame - 1 >> shift)
+        return 0 if frame == 0 else 1 + ((frame - 1) >> shift)
 
     f = chunks[-1][1]
     gathered = _gathered(vae, at(f, halvings + more), segment)
