@@ -5,12 +5,12 @@ An encode holds, besides the weights and the caller's video:
     resolution, and one frame of each temporal downsample's input; `encode_video` runs one tile at a
     time through all of time (one tile's history alive), `encode_stream` every tile at once. The middle
     block and head keep theirs over the whole latent frame;
-  - transients of the chunk being encoded, mostly full-resolution activations: measured as peak RSS
+  - transients of the chunk being encoded, mostly the first stage's activations: measured as peak RSS
     minus everything else, per input pixel and video frame of a chunk, on the CPU (fp32, real-size
     Wan 2.1, 240x416 and 480x832, 1 and 2 latent frames per chunk: 1,560-1,820 B; 1,630 B at 480x832
-    with every weight in memory, as in ComfyUI), linear in the area.
-    Half precision and Wan 2.2 were not measured and take the same figure (2.2's first stage is 160
-    channels at half the resolution after its 2x2 patches, so fewer bytes per input pixel);
+    with every weight in memory, as in ComfyUI), linear in the area; kept here per channel of the first
+    stage (1,650 B / 96), so that Wan 2.2 (160 channels on 2x2 patches: 40 per input pixel) and a later
+    segment (its own channels, pixels and frames) scale from it. Half precision takes the fp32 figure;
   - for a tiled `encode_video`, the down path's output of every frame (gathered before the middle
     block runs), and the latents.
 
@@ -34,8 +34,9 @@ from .memory import FIXED_OVERHEAD, SAFETY, AutoPlan, cheapest_grid, history_byt
 from .network import CausalConv3d, Resample
 from .tiling import axis_spans
 
-# bytes per input pixel and video frame of a chunk (a chunk of k latent frames holds 4k video frames)
-TRANSIENT_BYTES_PER_PIXEL = 1650
+# bytes per channel of a stage's activations, per pixel and frame of a chunk at that stage (a chunk of k
+# latent frames holds 4k video frames)
+TRANSIENT_BYTES_PER_CHANNEL = 1650 / 96
 # what tiled encodes held beyond that linear model, measured at 832x480 (fp32, CPU, every weight in memory):
 # 60-100 MB for 256-512 px tiles, split or not; handing freed memory back between tiles did not change it
 ENCODE_OVERHEAD = 128 * 2**20
@@ -50,7 +51,6 @@ class EncoderFigures:
     stage_channels: tuple[int, ...]  # channels each stage works at (its output's)
     stage_halvings: tuple[int, ...]  # temporal halvings before each stage
     middle_history: int  # bytes per latent cell (middle block and head, whole frame)
-    patch: int  # input pixels per stage-0 pixel along an axis (Wan 2.2: 2)
 
 
 def figures(vae) -> EncoderFigures:
@@ -68,7 +68,7 @@ def figures(vae) -> EncoderFigures:
                      + sum(m.time_conv.weight.numel() // 8 for m in times)) / 2 ** halvings[-1])  # fmt: skip
     dims = vae.config.encoder_dims
     return EncoderFigures(tuple(history), tuple(work), tuple(dims[1:]), tuple(halvings),
-                          history_bytes([*encoder.middle, encoder.head]), vae.config.patch_size)  # fmt: skip
+                          history_bytes([*encoder.middle, encoder.head]))  # fmt: skip
 
 
 def _extents(vae, length: int, count: int, stages: tuple[int, int]) -> list[list[int]]:
@@ -116,9 +116,8 @@ def estimate(vae, h: int, w: int, rows: int = 1, cols: int = 1, frames_per_chunk
         stages = range(first, last)
         history = sum(fig.stage_history[i] * (sum if streaming else max)(y) * (sum if streaming else max)(x)
                       for i, y, x in zip(stages, ys, xs))  # fmt: skip
-        # measured for the whole down path, per input pixel; a later segment's scales with its channels and frames
-        share = fig.stage_channels[first] / fig.stage_channels[0] / 2 ** fig.stage_halvings[first]
-        transient = TRANSIENT_BYTES_PER_PIXEL * share * max(ys[0]) * max(xs[0]) * fig.patch**2 * 4 * frames_per_chunk
+        frames_in_chunk = 4 * frames_per_chunk / 2 ** fig.stage_halvings[first]
+        transient = TRANSIENT_BYTES_PER_CHANNEL * fig.stage_channels[first] * max(ys[0]) * max(xs[0]) * frames_in_chunk
         frames = t if last == n else 1 + (4 * (t - 1) >> fig.stage_halvings[last])
         output = vae.config.encoder_dims[last] * 4 * h * scale * w * scale * frames if tiled else 0
         segments.append((history, transient, output))
