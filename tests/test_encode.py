@@ -227,6 +227,13 @@ def test_a_split_is_planned_where_it_saves_work_and_its_output_fits():
     # auto on the unsplit 2x4 peak: a split fits there with less work, and may run its rest on the whole frame
     plan = plan_for_budget(vae, h, w, 1, costs[None][0], **short)
     assert plan.split is not None and plan.work < costs[None][1] and plan.estimate <= costs[None][0]
+    # a budget nothing fits: the message quotes the least any grid and split needs (here a split's)
+    with pytest.raises(SettingsError, match="too small to encode") as caught:
+        plan_for_budget(vae, h, w, 1, 1 << 20, **short)
+    least = {s: min(estimate(vae, h, w, r, c, 1, False, **short, split=s)[0] for r in range(1, h // 8 + 1) for c in range(1, w // 8 + 1))
+             for s in encode_memory.splits(vae, True)}  # fmt: skip
+    assert min(least.values()) < least[None]
+    assert f"need about {min(least.values()) / 2**30:.2f} GiB" in str(caught.value)
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .errors import SettingsError
-from .memory import FIXED_OVERHEAD, SAFETY, AutoPlan, cheapest_grid, history_bytes
+from .memory import FIXED_OVERHEAD, SAFETY, AutoPlan, cheapest_grid, history_bytes, too_small
 from .network import CausalConv3d, Resample
 from .tiling import axis_spans
 
@@ -165,7 +165,7 @@ def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, str
     """The encode's tile grid and split with the least work whose estimated peak fits `budget` bytes
     (memory.cheapest_grid for each split)."""
     fig = figures(vae)
-    best, error = None, None
+    best, smallest = None, []
     for split in splits(vae, not streaming and latent_frames is not None):
         try:
             plan = cheapest_grid(vae, h, w, frames_per_chunk, budget, min_tiles,
@@ -173,12 +173,12 @@ def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, str
                                                                   video_bytes, fig, split),
                                  "encode")  # fmt: skip
         except SettingsError as e:
-            error = error or e
+            smallest.append(e.smallest)
             continue
         if best is None or plan.work < best.work:
             best = replace(plan, split=split if plan.rows * plan.cols > 1 else None)
     if best is None:
-        raise error
+        raise too_small(vae, h, w, budget, min(smallest), "encode")
     return best
 
 

@@ -215,9 +215,16 @@ def cheapest_grid(vae, h: int, w: int, frames_per_chunk: int, budget: int, min_t
                     break
         if best is not None:
             return best
+    raise too_small(vae, h, w, budget, smallest, what)
+
+
+def too_small(vae, h: int, w: int, budget: int, smallest: int, what: str) -> SettingsError:
+    """The error for a budget below `smallest`, the least any plan was estimated to need."""
     s = vae.spatial_scale
-    raise SettingsError(
+    error = SettingsError(
         f"A memory budget of {budget / 2**30:.2f} GiB is too small to {what} {w * s}x{h * s} px with the Wan "
         f"{vae.version} VAE: even the smallest tiles ({MIN_TILE_CELLS * s} px, frames_per_chunk 1) need about "
         f"{smallest / 2**30:.2f} GiB. Free memory (unload other models), or {what} on a device with more."
     )
+    error.smallest = smallest
+    return error
