@@ -124,10 +124,10 @@ def _down(vae, segment: Segment, k: int, frames: torch.Tensor, state: StreamStat
     """Tile k's cells [1, C, t, th, tw] of the segment's output for its input frames [1, C, n, H, W]: for the
     first segment, video frames in [-1, 1] (in [0, 1] with `images`: mapped here, a window at a time, so the
     caller's frames are never copied whole)."""
-    first = segment.stages[0] == 0
-    rows, cols = segment.pixels(k, vae.config.patch_size if first else 1)
+    video = segment.stages[0] == 0  # the segment reads the video itself, not a kept stage output
+    rows, cols = segment.pixels(k, vae.config.patch_size if video else 1)
     piece = frames[:, :, :, rows, cols].to(device=vae.device, dtype=torch.float32)
-    if first:
+    if video:
         piece = patchify(piece * 2 - 1 if images else piece, vae.config.patch_size)
     if vae.channels_last:
         piece = piece.contiguous(memory_format=torch.channels_last_3d)

@@ -502,14 +502,15 @@ class Encoder(nn.Module):
         stride grid is the frame's.
         """
         first, last = stages or (0, len(self.stages))
+        scales = self.stage_scales  # read off the modules: once, not per stage (the planner calls this per tile)
         intervals = [(a, b)]
         size = length
         for i in reversed(range(first, last)):
             for layer in reversed(self.stages[i]):
                 a, b = _interval_before(layer, a, b)
-            size *= self.stage_scales[i]
+            size *= scales[i]
             a, b = max(a, 0), min(b, size)
-            if self.stage_scales[i] == 2:
+            if scales[i] == 2:
                 a, b = a - a % 2, b + b % 2
             intervals.append((a, b))
         return intervals[::-1]
