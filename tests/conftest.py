@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import clean_tree
 from comfy_graph import LoadLatentLikeComfyUI
 from reference import write_vae_file
 
@@ -48,3 +49,21 @@ def folders(pack, tmp_path):
     LoadLatentLikeComfyUI.input_dir = str(dirs["input"])
     yield dirs
     pack.host.FALLBACK_DIRS.update(saved)
+
+
+# ----------------------------------------------------------------------------------------- a clean checkout stays clean
+
+
+def pytest_sessionstart(session):
+    session.config.tree_before = clean_tree.snapshot(PACK)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "tree_before", None)
+    after = clean_tree.snapshot(PACK) if before is not None else None
+    changed = clean_tree.changes(before, after) if after is not None else []
+    if changed:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            "\nFAILED: the test run changed the repository tree (tests and benchmarks must write under tmp_path):\n  "
+            + "\n  ".join(changed), red=True)  # fmt: skip
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

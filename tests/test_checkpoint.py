@@ -13,7 +13,7 @@ from reference import latents, meta_reference, original_state_dict, reference_de
 from wan_vae import CheckpointError, load_vae
 from wan_vae.checkpoint import diffusers_to_original, original_to_diffusers, prepare_state_dict
 from wan_vae.config import CONFIGS
-from wan_vae.network import WanVAEModel
+from wan_vae.model import WanVAEModel
 
 TENSORS = {"2.1": 194, "2.2": 196}
 

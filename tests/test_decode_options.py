@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from reference import latents, reference_decode, reference_model, rel_l2, write_vae_file
 from wan_vae import DecodeCancelled, load_vae
-from wan_vae.network import RMSNorm, half_precision_blocks
+from wan_vae.blocks import RMSNorm
+from wan_vae.model import half_precision_blocks
 from wan_vae.tiling import plan_tiles, tile_cells
 
 

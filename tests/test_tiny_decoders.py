@@ -138,7 +138,7 @@ def test_info_names_the_tiny_decoder(tmp_path, capsys):
 
 def lightvae_file(path, pruning: float = 0.75, seed: int = 0):
     """LightX2V's lightvaew2_1: the Wan 2.1 VAE with every width times (1 - pruning), original names."""
-    from wan_vae.network import WanVAEModel
+    from wan_vae.model import WanVAEModel
 
     cfg = CONFIGS["2.1"]
     widths = cfg.with_widths(dim=int(cfg.dim * (1 - pruning)), decoder_dim=int(cfg.decoder_dim * (1 - pruning)))

@@ -34,7 +34,7 @@ import torch
 
 from . import driver, encoding
 from .errors import WanVAEError
-from .network import Workspace
+from .stream import Workspace
 from .options import Options
 
 log = logging.getLogger("wan_vae")

@@ -25,7 +25,7 @@ from . import memory, multidevice
 from .errors import DecodeCancelled, SettingsError
 from .free_memory import free_bytes
 from .inputs import check_latents
-from .network import Workspace
+from .stream import Workspace
 from .options import Options
 from .precision import warn_if_slow_on_cpu
 from .tiling import Tile, Window, plan_grid, plan_tiles, tile_cells, window

@@ -31,7 +31,7 @@ import torch
 
 from .errors import SettingsError
 from .memory import FIXED_OVERHEAD, SAFETY, AutoPlan, cheapest_grid, history_bytes, too_small
-from .network import CausalConv3d, Resample
+from .blocks import CausalConv3d, Resample
 from .tiling import axis_spans
 
 # bytes per channel of a stage's activations, per pixel and frame of a chunk at that stage (a chunk of k

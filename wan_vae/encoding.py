@@ -30,8 +30,9 @@ from .driver import Tracker, choose_tiles, latent_index, time_chunks
 from .errors import LatentError
 from .free_memory import free_bytes, release_free_memory
 from .inputs import centre_crop, check_values, check_video
-from .network import StreamState, Workspace, patchify
+from .blocks import patchify
 from .options import Options
+from .stream import StreamState, Workspace
 from .tiling import Tile, Window, down_window, plan_grid
 
 T = TypeVar("T")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import SettingsError
-from .network import CausalConv3d, Resample
+from .blocks import CausalConv3d, Resample
 from .tiling import MIN_TILE_CELLS, axis_spans
 
 log = logging.getLogger("wan_vae")
@@ -77,7 +77,7 @@ def figures(vae) -> DecoderFigures:
         modules = [m for layer in stage for m in layer.modules()]
         doubles = any(isinstance(m, Resample) and m.mode == "upsample3d" for m in modules)
         # 3-D convs run on the stage's frames; the upsample's conv2d on twice as many when it doubles
-        # time, as four 2x2 phase convs per input pixel (network._upsample_conv: 16/9 of a 3x3)
+        # time, as four 2x2 phase convs per input pixel (blocks.upsample_conv: 16/9 of a 3x3)
         work.append(sum(m.weight.numel() * frames for m in modules if isinstance(m, torch.nn.Conv3d))
                     + sum(m.weight.numel() * 16 // 9 * frames * (1 + doubles) for m in modules if type(m) is torch.nn.Conv2d))  # fmt: skip
         frames *= 1 + doubles

@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 import torch
 
 from .errors import SettingsError
-from .network import Workspace
+from .stream import Workspace
 
 log = logging.getLogger("wan_vae")
 

@@ -10,7 +10,7 @@ by stage (each stage computes only what the later stages read), so the extra wor
 mostly on the cheap low-resolution stages.
 
 Tiles partition the latent frame: they do not overlap and need no blending. Time is never tiled:
-chunks of latent frames continue the causal history exactly (see network.py).
+chunks of latent frames continue the causal history exactly (see blocks.py).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def window(tile: Tile, height: int, width: int, radii: list[int], scales: list[i
 
 def down_window(tile: Tile, height: int, width: int, encoder, stages: tuple[int, int] | None = None) -> Window:
     """The regions stage by stage of the encoder's `down_pass` over `stages` (all by default) for `tile` of a
-    `height` x `width` cell frame of its output (network.Encoder.stage_intervals); regions[0] is in the
+    `height` x `width` cell frame of its output (encoder.Encoder.stage_intervals); regions[0] is in the
     first stage's input pixels (for the whole path: the encoder's input pixels, patches for Wan 2.2)."""
     ys = encoder.stage_intervals(tile.y0, tile.y1, height, stages)
     xs = encoder.stage_intervals(tile.x0, tile.x1, width, stages)

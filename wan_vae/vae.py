@@ -17,9 +17,11 @@ from . import driver, encoding, multidevice
 from .checkpoint import CheckpointInfo, check_against, prepare_state_dict, read_state_dict, strip_prefix
 from .config import WanVAEConfig
 from .inputs import check_latents
-from .network import StreamState, WanVAEModel, Workspace, precision, set_precision, unpatchify
+from .blocks import unpatchify
+from .model import WanVAEModel, precision, set_precision
 from .options import Options
 from .precision import warn_if_slow_on_cpu
+from .stream import StreamState, Workspace
 from .taehv import is_tiny
 from .tiny_vae import load_tiny_vae
 
@@ -44,7 +46,7 @@ class WanVAE(driver.Decodes):
     temporal_scale = property(lambda self: self.config.temporal_scale)
     latents_mean = property(lambda self: torch.tensor(self.config.latents_mean))
     latents_std = property(lambda self: torch.tensor(self.config.latents_std))
-    dtype = property(lambda self: precision(self.model), doc="float32, or the heavy convs' bf16/fp16 (network.set_precision)")
+    dtype = property(lambda self: precision(self.model), doc="float32, or the heavy convs' bf16/fp16 (model.set_precision)")
     device = property(lambda self: self.model.conv2.weight.device)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> WanVAE:
