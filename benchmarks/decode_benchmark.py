@@ -42,7 +42,7 @@ def worker(case: dict) -> dict:
     torch.set_num_threads(case.get("threads", torch.get_num_threads()))
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     device, dtype = case["device"], {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[case["dtype"]]
-    weights = Path(case["workdir"]) / f"wan{case['version']}.safetensors"
+    weights = Path(case["workdir"]) / f"wan{case['version']}{case.get('variant', '')}.safetensors"
     z = torch.randn(case["latent"], generator=torch.Generator().manual_seed(case.get("seed", 0)))
     if case.get("smooth"):
         b, c, t, h, w = z.shape
@@ -126,7 +126,7 @@ def planned_grid(vae, shape, opts, streaming: bool = False) -> dict:
         auto = memory.plan_for_budget(vae, h, w, fpc, opts["memory_budget"], streaming, t, output_on_device=True)
         rows, cols, fpc = auto.rows, auto.cols, auto.frames_per_chunk
     elif opts.get("tiling") == "on":
-        cells = tile_cells(opts.get("tile_size", 512), 0, vae.spatial_scale)
+        cells = tile_cells(opts.get("tile_size", 512), 0, vae.output_scale)
         rows, cols = math.ceil(h / cells), math.ceil(w / cells)
     else:
         rows = cols = 1
@@ -139,16 +139,19 @@ def planned_grid(vae, shape, opts, streaming: bool = False) -> dict:
 # ------------------------------------------------------------------------------------------ driver
 
 
-def make_weights(workdir: Path, versions) -> None:
+VARIANTS = {"": {}, "-up2": {"out_channels": 12}}  # the standard VAE; spacepxl's 2x upscale decoder (12 head channels)
+
+
+def make_weights(workdir: Path, versions, variant: str = "") -> None:
     import torch
     from safetensors.torch import save_file
 
     from reference import reference_model
 
     for version in versions:
-        path = workdir / f"wan{version}.safetensors"
+        path = workdir / f"wan{version}{variant}.safetensors"
         if not path.exists():
-            sd = reference_model(version, real=True).state_dict()
+            sd = reference_model(version, real=True, **VARIANTS[variant]).state_dict()
             save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
             del sd
             torch.cuda.empty_cache() if torch.cuda.is_available() else None

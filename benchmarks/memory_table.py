@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
-
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wan_vae.config import CONFIGS  # noqa: E402
 from wan_vae.memory import estimate_peak_bytes  # noqa: E402
-from wan_vae.network import WanVAEModel, set_precision  # noqa: E402
+from wan_vae.model import WanVAEModel, set_precision  # noqa: E402
+from wan_vae.vae import WanVAE  # noqa: E402
 
 
 def stub(version: str, dtype: torch.dtype):
     with torch.device("meta"):
         model = WanVAEModel(CONFIGS[version]).to(dtype)  # weights as stored in a file of that dtype
     set_precision(model, dtype)
-    cfg = CONFIGS[version]
-    return SimpleNamespace(version=version, dtype=dtype, model=model, config=cfg, spatial_scale=cfg.spatial_scale)
+    return WanVAE(model)
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ weights, fp32). Per video size: untiled, tiles of 512, 384 and 256 px, `tiling="
 half the untiled peak, and the streamed decode (`decode_frames`) with 256 px tiles. Columns: the grid,
 time and its ratio to untiled, the work model's ratio (multiply-adds with the halos), measured peak
 RSS (or VRAM on CUDA), the planner's estimate and its ratio to the measured peak, and the largest
-difference from the untiled frames.
+difference from the untiled frames. `--upscale` measures spacepxl's 2x upscale decoder instead, decoding to
+1280x720 (a 640x360 video's latent): untiled, and `auto` with a budget of half and of a quarter of that peak.
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only Wan 2.1 480x832 with 2 latent frames")
     parser.add_argument("--wan22-frames", type=int, default=1, help="latent frames of the Wan 2.2 704x1280 case (default 1)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--upscale", action="store_true", help="the 2x upscale decoder, 1280x720 out, auto tiles")
     args = parser.parse_args()
     import torch
+
+    if args.upscale:
+        return upscale(args)
 
     workdir = args.workdir or Path(tempfile.gettempdir()) / "wan_vae_bench"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +81,38 @@ def main() -> None:
                      f"{auto['seconds'] / untiled['seconds']:.2f}x untiled (target <= 1.25)")  # fmt: skip
     print_table(f"| video | decode | grid | time s | time / untiled | work / untiled | peak {'VRAM' if args.device == 'cuda' else 'RSS'} MB | "
                 "peak / untiled | estimate MB | estimate / peak | max abs vs untiled |", lines, notes)
+
+
+def upscale(args) -> None:
+    """The 2x upscale decoder decoding to 1280x720: untiled, and auto at half and a quarter of its peak."""
+    import torch
+
+    workdir = args.workdir or Path(tempfile.gettempdir()) / "wan_vae_bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    make_weights(workdir, ("2.1",), "-up2")
+    latent = [1, 16, 2, 45, 80]
+    peak = "peak_vram_gb" if args.device == "cuda" else "peak_rss_mb"
+    scale_mb = 1024 if args.device == "cuda" else 1
+    base = {"device": args.device, "workdir": str(workdir), "impl": "ours", "version": "2.1", "variant": "-up2", "latent": latent,
+            "dtype": "fp32"}  # fmt: skip
+    size = "2x upscale decoder, 640x360 latent -> 1280x720, 5 frames"
+
+    def run(label, **opts):
+        save = str(workdir / f"up2_{label.replace(' ', '_')}.pt")
+        res = run_case({**base, "save": save, **opts})
+        res.update(label=label, save=save, peak_mb=res[peak] * scale_mb)
+        print(f"  {label:32s} {res['seconds']:7.1f} s  {res['peak_mb']:7.0f} MB  (estimate {res['estimate_mb']:.0f} MB)", flush=True)
+        return res
+
+    untiled = run("untiled", tiling="off")
+    runs = [untiled] + [run(f"auto, {name} the untiled peak", tiling="auto", memory_budget=int(untiled["peak_mb"] * 2**20 * share))
+                        for name, share in (("half", 0.5), ("a quarter of", 0.25))]  # fmt: skip
+    reference = torch.load(untiled["save"])
+    lines = [f"| {size} | {r['label']} | {r['grid']} | {r['seconds']:.1f} | {r['seconds'] / untiled['seconds']:.2f} | "
+             f"{r['peak_mb']:.0f} | {r['peak_mb'] / untiled['peak_mb']:.2f} | {r['estimate_mb']:.0f} | "
+             f"{r['estimate_mb'] / r['peak_mb']:.2f} | {(torch.load(r['save']) - reference).abs().max().item():.1e} |" for r in runs]  # fmt: skip
+    print_table(f"| video | decode | grid | time s | time / untiled | peak {'VRAM' if args.device == 'cuda' else 'RSS'} MB | "
+                "peak / untiled | estimate MB | estimate / peak | max abs vs untiled |", lines, [])
 
 
 if __name__ == "__main__":

@@ -133,11 +133,17 @@ def save_location(filename_prefix: str, width: int, height: int) -> tuple[str, s
 # ----------------------------------------------------------------------------------------- core objects
 
 
+def is_core_vae(vae) -> bool:
+    """Whether `vae` is core's VAE object (comfy.sd.VAE, or a copy of it), what core Load VAE gives."""
+    return getattr(vae, "first_stage_model", None) is not None and callable(getattr(vae, "get_sd", None))
+
+
 def core_vae_weights(vae) -> tuple[dict, str]:
     """The weights of the VAE that core Load VAE gives (comfy.sd.VAE), shared, not copied, and the model class it holds."""
-    model = getattr(vae, "first_stage_model", None)
-    if model is None or not callable(getattr(vae, "get_sd", None)):
-        raise TypeError(f"vae must be a WAN_VAE from Load Wan VAE or a VAE from Load VAE, not {type(vae).__name__}.")
+    if not is_core_vae(vae):
+        raise TypeError(f"vae must be a WAN_VAE from Load Wan VAE, a VAE from Load VAE or a WANVAE from WanVideo VAE Loader, "
+                        f"not {type(vae).__name__}.")  # fmt: skip
+    model = vae.first_stage_model
     return vae.get_sd(), f"{type(model).__module__}.{type(model).__qualname__}"
 
 
@@ -319,7 +325,11 @@ class NodeProgress:
 
         size = getattr(args, "preview_size", 512) if IN_COMFYUI else 512
         step = -(-max(frame.shape[:2]) // size)  # every step-th pixel: the preview's size, 1/step² of the work
-        x = frame.detach()[::step, ::step, :3].float()
+        x = frame.detach()[::step, ::step].float()
+        if x.shape[-1] == 4:  # RGBA: over a grey checkerboard, as the saved video's preview shows it
+            ys, xs = torch.meshgrid(torch.arange(x.shape[0]), torch.arange(x.shape[1]), indexing="ij")
+            checker = (((ys // 8 + xs // 8) % 2) * 0.19 + 0.5).to(x).unsqueeze(-1)
+            x = x[..., :3] * x[..., 3:] + checker * (1 - x[..., 3:])
         pixels = (x * 255 + 0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
         self.bar.update_absolute(self.done, self.total, ("JPEG", Image.fromarray(pixels), size))
         self.previews += 1

@@ -46,9 +46,10 @@ class WanDecodeToVideo:
         latents = video_latents(samples)
         wan.check_latents(latents)  # the plain message for wrong latents, before anything is written
         b, t = latents.shape[0], latents.shape[2]
-        width, height = latents.shape[-1] * wan.spatial_scale, latents.shape[-2] * wan.spatial_scale
+        width, height = latents.shape[-1] * wan.output_scale, latents.shape[-2] * wan.output_scale
+        alpha = wan.out_channels == 4  # an RGBA VAE: a format that keeps alpha, checked before anything is written
         out = choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
-                            extra_pnginfo, siblings=(".latent",) if save_latent else ())  # fmt: skip
+                            extra_pnginfo, siblings=(".latent",) if save_latent else (), alpha=alpha)  # fmt: skip
         latent_file = None
         if save_latent:
             latent_file = write_latent_file(out.sibling(".latent"), samples["samples"], out.metadata)
@@ -74,4 +75,4 @@ class WanDecodeToVideo:
             comfy_host.notify(kept, "warn")
             raise
         extra = {"latent": latent_file.name} if latent_file else {}
-        return saved(out, b * (1 + 4 * (t - 1)), width, height, fps, **extra)
+        return saved(out, b * (1 + 4 * (t - 1)), width, height, fps, alpha=alpha, **extra)

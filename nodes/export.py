@@ -94,9 +94,10 @@ class ExportVideo:
     def export(self, images, fps, format, quality, filename_prefix, save_metadata, audio=None, bit_depth=8, prompt=None,
                extra_pnginfo=None):  # fmt: skip
         frames, height, width = images.shape[0], images.shape[1], images.shape[2]
+        alpha = images.dim() == 4 and images.shape[-1] == 4  # RGBA frames (an RGBA VAE's): kept, or refused before writing
         while True:
             out = choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
-                                extra_pnginfo)  # fmt: skip
+                                extra_pnginfo, alpha=alpha)  # fmt: skip
             try:
                 write_video(images, out.path, fps, format=format, quality=quality, audio=audio, metadata=out.metadata,
                             bit_depth=bit_depth)  # fmt: skip
@@ -104,11 +105,11 @@ class ExportVideo:
             except VideoWriteError:
                 if not out.path.exists():  # a real failure, not another process taking the name meanwhile
                     raise
-        return saved(out, frames, width, height, fps)
+        return saved(out, frames, width, height, fps, alpha=alpha)
 
 
 def choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
-                  extra_pnginfo, siblings: tuple[str, ...] = ()) -> Output:  # fmt: skip
+                  extra_pnginfo, siblings: tuple[str, ...] = (), alpha: bool = False) -> Output:  # fmt: skip
     """The next free name for the prefix (ComfyUI's counter; free for `siblings` extensions too), checked as write_video
     will check it, so that bad settings fail before any decoding."""
     folder, stem, counter, subfolder = comfy_host.save_location(filename_prefix, width, height)
@@ -122,19 +123,20 @@ def choose_output(filename_prefix, width, height, fps, format, quality, bit_dept
         if not any(p.exists() for p in taken):
             break
         counter += 1
-    check_output(path, fps, format, quality, bit_depth=bit_depth, audio=audio)
+    check_output(path, fps, format, quality, bit_depth=bit_depth, audio=audio, alpha=alpha)
     metadata = None
     if save_metadata and not comfy_host.metadata_disabled():
         metadata = (({"prompt": prompt} if prompt is not None else {}) | dict(extra_pnginfo or {})) or None
     return Output(path, name, subfolder, format, metadata)
 
 
-def saved(out: Output, frames: int, width: int, height: int, fps: float, **extra) -> dict:
-    """The node's result: the path, and for the front end what was saved (web/export_video_preview.js draws it)."""
+def saved(out: Output, frames: int, width: int, height: int, fps: float, alpha: bool = False, **extra) -> dict:
+    """The node's result: the path, and for the front end what was saved (web/export_video_preview.js draws it: RGBA
+    videos over a checkerboard)."""
     fmt = FORMATS[out.format]
     info = {"filename": out.name, "subfolder": out.subfolder, "type": "output", "format": out.format, "frames": frames,
             "width": width, "height": height, "fps": fps, "duration": frames / fps, "bytes": _size(out.path),
-            "playable": fmt.browser} | extra  # fmt: skip
+            "playable": fmt.browser, "alpha": alpha} | extra  # fmt: skip
     if fmt.sequence:
         info["first_frame"] = f"{out.name}/frame_00001.png"
     # Only our own key: web/export_video_preview.js is the one preview on the node. Sent as `images`/`animated`,

@@ -97,8 +97,9 @@ def check_ui_workflow(graph: dict, classes: dict, core: tuple[str, ...] = ()) ->
         declared = {i["name"]: i["type"] for i in node.get("inputs", [])}
         for name, spec in inputs_of(cls).items():
             if not is_widget(spec) and (name in declared or name not in optional):
-                # a socket saved before it took a union of types ("WAN_VAE" -> "WAN_VAE,VAE") still fits
-                fits = declared.get(name) == spec[0] or declared.get(name) in spec[0].split(",")
+                # a socket saved before it took a union of types ("WAN_VAE" -> "WAN_VAE,VAE,WANVAE") still fits
+                saved = set(str(declared.get(name)).split(","))
+                fits = declared.get(name) == spec[0] or saved <= set(spec[0].split(","))
                 assert fits, f"{node['type']}.{name}: socket type {declared.get(name)} != {spec[0]}"
         outs = [o["type"] for o in node.get("outputs", [])]
         assert outs == list(cls.RETURN_TYPES), f"{node['type']}: outputs {outs} != {cls.RETURN_TYPES}"
@@ -131,3 +132,28 @@ class LoadLatentLikeComfyUI:
         tensors = load_file(os.path.join(self.input_dir, latent))
         multiplier = 1.0 if "latent_format_version_0" in tensors else 1.0 / 0.18215
         return ({"samples": tensors["latent_tensor"].float() * multiplier},)
+
+
+class SaveImageLikeComfyUI:
+    """Core SaveImage's contract: IMAGE [N, H, W, C] in [0, 1] saved as PNG files in the output folder."""
+
+    output_dir = "output"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}}
+
+    def save(self, images, filename_prefix):
+        from PIL import Image
+
+        folder = os.path.join(self.output_dir, os.path.dirname(filename_prefix))
+        os.makedirs(folder, exist_ok=True)
+        saved = []
+        for i, image in enumerate(images):
+            name = f"{os.path.basename(filename_prefix)}_{i + 1:05}_.png"
+            pixels = (image.clamp(0, 1) * 255).round().byte().numpy()
+            Image.fromarray(pixels).save(os.path.join(folder, name))
+            saved.append({"filename": name, "subfolder": os.path.dirname(filename_prefix), "type": "output"})
+        return {"ui": {"images": saved}, "result": ()}

@@ -54,6 +54,20 @@ def read_frames(path, rgb48: bool = False) -> np.ndarray:
     return np.stack([np.frombuffer(f, dtype=dtype).reshape(h, w, 3) for f in gen])
 
 
+def read_rgba(path) -> np.ndarray:
+    """All frames as [N, H, W, 4] uint8 with their alpha (VP9 through libvpx, whose decoder reads the alpha stream;
+    a PNG folder frame by frame)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("frame_*.png"))
+        return np.concatenate([read_rgba(f) for f in files])
+    vp9 = ["-c:v", "libvpx-vp9"] if path.suffix == ".webm" else []
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgba", bpp=4, input_params=vp9)
+    meta = next(gen)
+    w, h = meta["size"]
+    return np.stack([np.frombuffer(f, dtype=np.uint8).reshape(h, w, 4) for f in gen])
+
+
 # ----------------------------------------------------------------------------- metadata, as the front end reads it
 
 

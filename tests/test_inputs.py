@@ -89,5 +89,7 @@ def test_encode_refuses_values_outside_minus_one_to_one(vae21):
     x[0, 0, 0, 0, 0] = float("nan")
     with pytest.raises(LatentError, match="NaN"):
         vae21.encode(x)
-    with pytest.raises(LatentError, match=r"\[batch, 3, frames"):
+    with pytest.raises(LatentError, match=r"4 channels \(RGBA\), but the Wan 2.1 VAE .*encodes RGB"):
         vae21.encode(torch.zeros(1, 4, 5, 48, 80))
+    with pytest.raises(LatentError, match=r"\[batch, 3, frames"):
+        vae21.encode(torch.zeros(1, 5, 5, 48, 80))

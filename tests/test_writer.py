@@ -268,13 +268,55 @@ def test_streaming_holds_no_chunk_already_written(tmp_path):
     write_video(chunks(), tmp_path / "out.mp4", fps=16)
 
 
-def test_grey_and_rgba_frames_are_converted_with_a_note(tmp_path, caplog):
+def test_grey_frames_are_written_as_rgb_with_a_note(tmp_path, caplog):
     with caplog.at_level("INFO", logger="wan_vae"):
         grey = write_video(torch.rand(2, 16, 16, 1), tmp_path / "grey.mkv", fps=8, format="ffv1-mkv")
-        rgba = write_video(torch.rand(2, 16, 16, 4), tmp_path / "rgba.mkv", fps=8, format="ffv1-mkv")
     back = read_frames(grey)
-    assert (back[..., 0] == back[..., 1]).all() and read_frames(rgba).shape == (2, 16, 16, 3)
-    assert "grey frames are written as RGB" in caplog.text and "alpha channel is dropped" in caplog.text
+    assert (back[..., 0] == back[..., 1]).all() and "grey frames are written as RGB" in caplog.text
+
+
+def rgba_frames(n=5, h=48, w=64):
+    """Smooth RGBA frames: a colour gradient, alpha from transparent (left) to opaque (right)."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    frames = torch.stack([x, y, 1 - x, x], -1).expand(n, h, w, 4).clone()
+    frames[..., 1] = (frames[..., 1] + torch.arange(n).view(n, 1, 1) / (2 * n)) % 1
+    return frames
+
+
+@pytest.mark.parametrize("fmt, bit_depth, tolerance", [
+    ("png", 8, 0), ("png", 10, 1), ("ffv1-mkv", 8, 0), ("ffv1-mkv", 10, 1), ("webp", 8, 3), ("vp9-webm", 8, 3),
+    ("prores-mov", 10, 1),
+])  # fmt: skip
+def test_rgba_frames_keep_their_alpha_in_the_formats_that_carry_it(tmp_path, fmt, bit_depth, tolerance):
+    from media import read_rgba
+
+    frames = rgba_frames()
+    path = write_video(frames, tmp_path / f"alpha{FORMATS[fmt].extension}", fps=8, format=fmt, quality=100 if fmt == "webp" else 80,
+                       bit_depth=bit_depth)  # fmt: skip
+    back = read_rgba(path)
+    alpha = (frames[..., 3] * 255).round().numpy()
+    assert back.shape == (5, 48, 64, 4)
+    assert np.abs(back[..., 3].astype(int) - alpha).max() <= tolerance
+    assert np.abs(back[..., :3].astype(int) - (frames[..., :3] * 255).round().numpy())[back[..., 3] > 128].mean() < 8
+
+
+@pytest.mark.parametrize("fmt, bit_depth, names", [
+    ("h264-mp4", 8, "cannot keep"), ("gif", 8, "cannot keep"), ("av1-webm", 8, "cannot keep"),
+    ("vp9-webm", 10, "at 8 bits only"),
+])  # fmt: skip
+def test_rgba_frames_into_a_format_without_alpha_are_refused_and_nothing_is_written(tmp_path, fmt, bit_depth, names):
+    with pytest.raises(VideoWriteError, match=names) as caught:
+        write_video(iter([rgba_frames()]), tmp_path / "x.out", fps=8, format=fmt, bit_depth=bit_depth)
+    assert "png" in str(caught.value) and list(tmp_path.iterdir()) == []
+    with pytest.raises(VideoWriteError, match=names):  # what the nodes check before decoding
+        check_output(tmp_path / "y.out", 8, fmt, bit_depth=bit_depth, alpha=True)
+
+
+def test_frames_that_change_their_channels_midway_are_refused(tmp_path):
+    chunks = iter([torch.rand(2, 16, 16, 4), torch.rand(2, 16, 16, 3)])
+    with pytest.raises(VideoWriteError, match="same channels; frame 2 has 3, the first had 4"):
+        write_video(chunks, tmp_path / "x.mkv", fps=8, format="ffv1-mkv")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------ bad input

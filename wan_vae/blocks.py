@@ -14,7 +14,7 @@ by construction, so any chunking of time gives the reference's numbers:
     whole sequence starting at frame 0;
   - the Wan 2.2 DupUp3D shortcut drops its first (factor_t - 1) frames once.
 Convs run in their `compute_dtype` (fp32, or fp16/bf16 in the heavy blocks: model.set_precision);
-everything else in fp32.
+everything else in fp32 (float64 in a float64 model).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ class RMSNorm(nn.Module):
     CPU go through full-size fp32 temporaries (measured 241 ms vs 16 ms in fp32 for [1, 96, 4, 240, 416]).
     """
 
-    SLICE_ELEMENTS = 1 << 20  # fp32 scratch per step of the half-precision path: 4 MB, reused by malloc
+    # fp32 scratch of the half-precision path, allocated once per call: small on the CPU (it stays in cache), larger on
+    # a GPU, where every band is a few kernel launches
+    SLICE_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
 
     def __init__(self, dim: int, images: bool = False) -> None:
         super().__init__()
@@ -45,11 +47,27 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
         if out is None:
             out = empty_in_layout(x, x.shape) if x.dim() == 5 else torch.empty_like(x)
-        if x.dtype == out.dtype == torch.float32:
+        if x.dtype == out.dtype and x.dtype in (torch.float32, torch.float64):
             return self._normalize(x, out, silu)
+        slice_elements = self.SLICE_ELEMENTS.get(x.device.type, self.SLICE_ELEMENTS["cuda"])
+        if x.dim() == 5 and memory_layout(x) == memory_layout(out) == torch.channels_last_3d:
+            # NDHWC: every pixel of the chunk is a row of C channels; bands of rows through one scratch buffer
+            c = x.shape[1]
+            rows_in, rows_out = x.permute(0, 2, 3, 4, 1).reshape(-1, c), out.permute(0, 2, 3, 4, 1).reshape(-1, c)
+            rows = max(1, min(slice_elements // c, rows_in.shape[0]))
+            scratch = torch.empty(rows, c, dtype=torch.float32, device=x.device)
+            gamma = self.gamma.reshape(1, c)
+            for y in range(0, rows_in.shape[0], rows):
+                n = min(rows, rows_in.shape[0] - y)
+                band = scratch[:n]
+                band.copy_(rows_in[y : y + n])
+                norm = torch.linalg.vector_norm(band, dim=1, keepdim=True)
+                band.div_(norm.clamp_min_(1e-12)).mul_(gamma.float() * self.scale)
+                rows_out[y : y + n].copy_(F.silu(band, inplace=True) if silu else band)
+            return out
         frames = [(x, out)] if x.dim() == 4 else [(x[:, :, t], out[:, :, t]) for t in range(x.shape[2])]
-        for xf, of in frames:  # [B, C, H, W] each, processed in bands of rows
-            rows = max(1, self.SLICE_ELEMENTS // (xf[0, :, 0].numel()))
+        for xf, of in frames:  # [B, C, H, W] each (NCDHW memory), processed in bands of rows
+            rows = max(1, slice_elements // (xf[0, :, 0].numel()))
             for y in range(0, xf.shape[2], rows):
                 band = xf[:, :, y : y + rows]
                 src = band if band.dtype == torch.float32 else band.float()
@@ -61,7 +79,7 @@ class RMSNorm(nn.Module):
         gamma = self.gamma if x.dim() == self.gamma.dim() + 1 else self.gamma.squeeze(-1)  # bands are 4-D
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
         torch.div(x, norm.clamp_min_(1e-12), out=out)
-        out.mul_(gamma.float() * self.scale)
+        out.mul_(gamma.to(x.dtype) * self.scale)
         return F.silu(out, inplace=True) if silu else out
 
 
@@ -189,11 +207,11 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         b, c, t, h, w = x.shape
-        qkv = F.conv2d(self.norm(to_frames(x)), *fp32_params(self.to_qkv))  # [B*T, 3C, h, w]
+        qkv = F.conv2d(self.norm(to_frames(x)), *full_params(self.to_qkv, x))  # [B*T, 3C, h, w]
         q, k, v = qkv.flatten(2).transpose(1, 2).unsqueeze(1).chunk(3, dim=-1)  # [B*T, 1, h*w, C] each
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)
-        return x.add(from_frames(F.conv2d(out, *fp32_params(self.proj)), b))  # x first: the sum keeps x's memory layout
+        return x.add(from_frames(F.conv2d(out, *full_params(self.proj, out)), b))  # x first: the sum keeps x's memory layout
 
 
 class Resample(nn.Module):
@@ -222,9 +240,9 @@ class Resample(nn.Module):
         conv = self.resample[1]
         frames = to_frames(x)
         if self.mode.startswith("upsample"):
-            frames = upsample_conv(frames, *fp32_params(conv))
+            frames = upsample_conv(frames, *full_params(conv, frames))
         else:
-            frames = F.conv2d(F.pad(frames, (0, 1, 0, 1)), *fp32_params(conv), stride=2)
+            frames = F.conv2d(F.pad(frames, (0, 1, 0, 1)), *full_params(conv, frames), stride=2)
         x = from_frames(frames, x.shape[0])
         if self.mode == "downsample3d":
             x = self._halve_frames(x, state)
@@ -256,13 +274,15 @@ class Resample(nn.Module):
         if history is None:
             if x.shape[2] < 3:
                 return x[:, :, :1]
-            return torch.cat([x[:, :, :1], F.conv3d(x, *fp32_params(self.time_conv), stride=(2, 1, 1))], dim=2)
-        return F.conv3d(torch.cat([history, x], dim=2), *fp32_params(self.time_conv), stride=(2, 1, 1))
+            return torch.cat([x[:, :, :1], F.conv3d(x, *full_params(self.time_conv, x), stride=(2, 1, 1))], dim=2)
+        return F.conv3d(torch.cat([history, x], dim=2), *full_params(self.time_conv, x), stride=(2, 1, 1))
 
 
-def fp32_params(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of a layer outside the half-precision blocks, in fp32 whatever their storage."""
-    return conv.weight.float(), conv.bias.float()
+def full_params(conv: nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a layer outside the half-precision blocks, in fp32 whatever their storage (float64 for
+    float64 input: a float64 model)."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return conv.weight.to(dtype), conv.bias.to(dtype)
 
 
 def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -381,3 +401,11 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     b, cpp, f, h, w = x.shape
     x = x.reshape(b, cpp // (p * p), p, p, f, h, w).permute(0, 1, 4, 5, 3, 6, 2)
     return x.reshape(b, cpp // (p * p), f, h * p, w * p)
+
+
+def pixel_shuffle(x: torch.Tensor, s: int) -> torch.Tensor:
+    """An upscale decoder's head output [B, C*s*s, F, H, W] -> [B, C, F, H*s, W*s], frame by frame as
+    `F.pixel_shuffle` orders it (channel c*s*s + i*s + j goes to row offset i, column offset j)."""
+    if s == 1:
+        return x
+    return F.pixel_shuffle(x.transpose(1, 2), s).transpose(1, 2)

@@ -14,7 +14,7 @@ import math
 import os
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -48,7 +48,7 @@ class CheckpointInfo:
         prefix = f", prefix '{self.prefix}' stripped" if self.prefix else ""
         pruned = f" {self.config.pruning()}" if self.config.pruning() else ""
         return (
-            f"Wan {self.version} VAE{pruned} ({self.config.z_dim} latent channels, {self.config.spatial_scale}x spatial), "
+            f"{self.config.name()}{pruned} ({self.config.z_dim} latent channels, {self.config.output_scale}x spatial), "
             f"{names}{prefix}, stored as {'/'.join(self.storage_dtypes)}, "
             f"{self.tensors} tensors, {self.parameters / 1e6:.1f}M parameters"
         )
@@ -198,6 +198,9 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+DIFFUSERS_CLASSES = ("AutoencoderKLWan", "AutoencoderKLQwenImage")  # Qwen-Image's: the Wan 2.1 network, 3 or 4 channels
+
+
 def _read_diffusers_folder(path: Path) -> dict[str, torch.Tensor]:
     if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file():
         path = path / "vae"  # a whole pipeline folder: use its vae/
@@ -208,15 +211,47 @@ def _read_diffusers_folder(path: Path) -> dict[str, torch.Tensor]:
             "(config.json + diffusion_pytorch_model.safetensors)."
         )
     try:
-        class_name = json.loads(config_file.read_text(encoding="utf-8")).get("_class_name", "")
+        config = json.loads(config_file.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
         raise CheckpointError(f"'{config_file}' is not valid JSON ({e}).") from None
-    if class_name and class_name != "AutoencoderKLWan":
-        raise CheckpointError(f"'{path}' holds a diffusers {class_name}, not a Wan VAE (AutoencoderKLWan).")
+    class_name = config.get("_class_name", "") if isinstance(config, dict) else ""
+    if class_name == "AutoencoderKLQwenImage21":
+        raise CheckpointError(f"'{path}' holds Qwen-Image 2.1's VAE (AutoencoderKLQwenImage21: 64 latent channels, 2-D kernels), "
+                              "a different network from the Wan VAE; it is not supported.")  # fmt: skip
+    if class_name and class_name not in DIFFUSERS_CLASSES:
+        raise CheckpointError(f"'{path}' holds a diffusers {class_name}, not a Wan VAE ({' or '.join(DIFFUSERS_CLASSES)}).")
     for name in DIFFUSERS_WEIGHT_FILES:
         if (path / name).is_file():
-            return read_state_dict(path / name)[0]
+            sd = read_state_dict(path / name)[0]
+            _check_diffusers_config(config if isinstance(config, dict) else {}, sd, path)
+            return sd
     raise CheckpointError(f"'{path}' has config.json but none of {', '.join(DIFFUSERS_WEIGHT_FILES)}.")
+
+
+def _check_diffusers_config(config: dict, sd: Mapping[str, torch.Tensor], path: Path) -> None:
+    """The config.json's sizes agree with the tensors, and its latents mean/std are the Wan VAE's (the pack uses those):
+    a folder whose config says otherwise is refused rather than decoded with the wrong normalization."""
+
+    def shape(key: str, dim: int) -> int | None:
+        t = sd.get(key)
+        return t.shape[dim] if isinstance(t, torch.Tensor) and t.dim() > dim else None
+
+    pixels_in = config.get("input_channels", config.get("in_channels"))  # Qwen-Image's name, then AutoencoderKLWan's
+    pixels_out = config.get("input_channels", config.get("out_channels"))
+    checks = [("z_dim", config.get("z_dim"), shape("decoder.conv_in.weight", 1)),
+              ("in/input_channels", pixels_in, shape("encoder.conv_in.weight", 1)),
+              ("out/input_channels", pixels_out, shape("decoder.conv_out.weight", 0))]  # fmt: skip
+    for what, said, found in checks:
+        if said is not None and found is not None and said != found:
+            raise CheckpointError(f"'{path}': config.json says {what} {said}, but the weights have {found}: the folder's files "
+                                  "do not belong together.")  # fmt: skip
+    z_dim = shape("decoder.conv_in.weight", 1)
+    standard = next((c for c in CONFIGS.values() if c.z_dim == z_dim), None)
+    for key, values in (("latents_mean", standard and standard.latents_mean), ("latents_std", standard and standard.latents_std)):
+        said = config.get(key)
+        if values and isinstance(said, list) and (len(said) != len(values) or any(abs(a - b) > 1e-4 for a, b in zip(said, values))):
+            raise CheckpointError(f"'{path}': config.json's {key} differs from the Wan VAE's; the pack normalizes latents with "
+                                  "the Wan VAE's own, so this VAE's normalized latents would come out wrong.")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- detection
@@ -276,8 +311,10 @@ def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     z_dim = conv.shape[1]
     version = {16: "2.1", 48: "2.2"}.get(z_dim)
     if version is None:
+        what = " (Qwen-Image 2.1's VAE, a different network with 2-D kernels)" if z_dim == 64 else ""
         raise CheckpointError(
-            f"This Wan-style VAE has {z_dim} latent channels; only the Wan 2.1 (16) and Wan 2.2 (48) VAEs are supported."
+            f"This Wan-style VAE has {z_dim} latent channels{what}; only the Wan 2.1 (16) and Wan 2.2 (48) VAEs and their "
+            "variants (RGBA, upscale decoders, Qwen-Image's VAE) are supported."
         )
     if nested != CONFIGS[version].is_residual:
         layout = "Wan 2.2 (nested stages)" if nested else "Wan 2.1 (flat stages)"
@@ -287,14 +324,49 @@ def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     return version, naming
 
 
-def _config_for(version: str, sd: Mapping[str, torch.Tensor]) -> WanVAEConfig:
-    """The config, with widths read from shapes (real files give the standard widths)."""
+def _config_for(version: str, sd: Mapping[str, torch.Tensor], name: str) -> WanVAEConfig:
+    """The config, with widths and pixel channels read from shapes (real files give the standard widths).
+
+    Pixel channels: the encoder's entry conv takes 3 (RGB) or 4 (RGBA) per patch pixel, the decoder's head
+    gives 3, 4 or 3 * s * s (an s-times upscale decoder, pixel-shuffled); comfy/sd.py reads the same two
+    tensors (encoder.conv1.weight's inputs, decoder.head.2.weight's outputs). No encoder tensors at all: a
+    decoder-only file (its quant conv, if any, is dropped: it only ever follows the encoder).
+    """
     cfg = CONFIGS[version]
+    p2 = cfg.patch_size**2
     enc = sd.get("encoder.conv1.weight")
     dec = sd.get("decoder.head.0.gamma")
-    return cfg.with_widths(
-        dim=enc.shape[0] if isinstance(enc, torch.Tensor) else cfg.dim,
-        decoder_dim=dec.shape[0] if isinstance(dec, torch.Tensor) else cfg.decoder_dim,
+    head = sd.get("decoder.head.2.weight")
+    out_channels, upscale = _output_form(head.shape[0], cfg, name) if isinstance(head, torch.Tensor) else (3, 1)
+    has_encoder = any(k.startswith("encoder.") for k in sd)
+    in_channels = out_channels
+    if isinstance(enc, torch.Tensor):
+        if enc.shape[1] not in (3 * p2, 4 * p2):
+            raise CheckpointError(
+                f"{name}: encoder.conv1.weight takes {enc.shape[1]} channels; the Wan {version} VAE files known take "
+                f"{3 * p2} (RGB) or {4 * p2} (RGBA){' after 2x2 patches' if p2 > 1 else ''}. This file is not one of them."
+            )
+        in_channels = enc.shape[1] // p2
+    return replace(
+        cfg.with_widths(dim=enc.shape[0] if isinstance(enc, torch.Tensor) else cfg.dim,
+                        decoder_dim=dec.shape[0] if isinstance(dec, torch.Tensor) else cfg.decoder_dim),
+        in_channels=in_channels, out_channels=out_channels, upscale=upscale, has_encoder=has_encoder,
+    )  # fmt: skip
+
+
+def _output_form(channels: int, cfg: WanVAEConfig, name: str) -> tuple[int, int]:
+    """(pixel channels, upscale factor) of a decoder head giving `channels`, or CheckpointError naming them."""
+    p2 = cfg.patch_size**2
+    per_pixel = channels // p2 if channels % p2 == 0 else 0
+    s = math.isqrt(per_pixel // 3) if per_pixel % 3 == 0 else 0
+    if per_pixel == 4:
+        return 4, 1
+    if s >= 1 and 3 * s * s == per_pixel and (s == 1 or p2 == 1):
+        return 3, s
+    known = f"{3 * p2} (RGB) or {4 * p2} (RGBA)" if p2 > 1 else "3 (RGB), 4 (RGBA) or 3 x s x s (an s-times upscale decoder: 12 for 2x)"
+    raise CheckpointError(
+        f"{name}: decoder.head.2.weight gives {channels} channels; the Wan {cfg.version} decoders known give {known}. "
+        "This file is not one of them."
     )
 
 
@@ -330,7 +402,7 @@ def prepare_state_dict(source, name: str | None = None) -> tuple[dict[str, torch
     non_tensors = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
         raise CheckpointError(f"{name} holds entries that are not tensors ({_list(non_tensors, 5)}); is it a VAE file?")
-    sd, prefix = strip_prefix(raw)
+    sd, prefix = strip_prefix(uncompiled(raw))
     try:
         version, naming = detect(sd)
     except CheckpointError as e:
@@ -342,9 +414,20 @@ def prepare_state_dict(source, name: str | None = None) -> tuple[dict[str, torch
         if unknown:
             raise CheckpointError(f"{name}: diffusers-named Wan VAE with unexpected tensors: {_list(unknown)}.")
         sd = {renamed[k]: v for k, v in sd.items()}
+    cfg = _config_for(version, sd, name)
+    if not cfg.has_encoder:
+        sd = {k: v for k, v in sd.items() if not k.startswith("conv1.")}
     dtypes = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in sd.values()}))
     info = CheckpointInfo(
         source=name, version=version, naming=naming, prefix=prefix, storage_dtypes=dtypes, tensors=len(sd),
-        parameters=sum(math.prod(v.shape) for v in sd.values()), config=_config_for(version, sd),
+        parameters=sum(math.prod(v.shape) for v in sd.values()), config=cfg,
     )  # fmt: skip
     return sd, info
+
+
+def uncompiled(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict of a module some part of which was wrapped by torch.compile (kijai's wrapper compiles the
+    decoder: `model.decoder._orig_mod.conv1.weight`), under the plain names."""
+    if not any("_orig_mod." in k for k in sd):
+        return dict(sd)
+    return {k.replace("._orig_mod.", ".").removeprefix("_orig_mod."): v for k, v in sd.items()}

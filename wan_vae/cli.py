@@ -88,6 +88,7 @@ def cmd_decode(args) -> int:
     latents = read_latent_file(args.latent, args.key)
     device = _device(args.device)
     vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device))
+    check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4)
     audio = read_audio_file(args.audio) if args.audio else None
     progress = _Progress("decoding")
     start = time.perf_counter()
@@ -109,12 +110,12 @@ def _decode_distributed(args) -> int:
         error = ""
         try:  # every rank reads its own files; rank 0 also checks the output before anything is decoded
             out, fmt = Path(args.output), _output_format(args)
-            if group.rank == 0:
-                check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth)
             latents = read_latent_file(args.latent, args.key)
             vae = load_vae(args.vae, device=group.device, dtype=_dtype(args.precision, group.device))
             if not isinstance(vae, WanVAE):
                 raise WanVAEError(f"{vae.title} decodes in one process (it needs no tiles); run it without torch.distributed.run.")
+            if group.rank == 0:
+                check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4)
             audio = read_audio_file(args.audio) if args.audio and group.rank == 0 else None
         except WanVAEError as e:
             error = str(e)
@@ -171,7 +172,7 @@ def cmd_encode(args) -> int:
     out, total, vae = _encode_inputs(args, _device(args.device))
     progress = _Progress("encoding")
     try:
-        latents = vae.encode_frames(_read_frames(args.video), options=_options(args), trim=args.trim, total_frames=total,
+        latents = vae.encode_frames(_read_frames(args.video, vae.in_channels), options=_options(args), trim=args.trim, total_frames=total,
                                     progress=progress).float().cpu()  # fmt: skip
     finally:
         progress.close()
@@ -188,6 +189,7 @@ def _encode_inputs(args, device) -> tuple[Path, int, WanVAE]:
     vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device) if args.precision != "auto" else torch.float32)
     if not isinstance(vae, WanVAE):
         raise WanVAEError(f"{vae.title} has no encoder; encode with the full Wan {vae.version} VAE.")
+    vae.check_encoder()
     if not args.trim and (total - 1) % 4:
         keep = 1 + 4 * ((total - 1) // 4)
         raise WanVAEError(f"The Wan VAE encodes 1 + 4k frames; '{args.video}' has {total}, which would lose {total - keep}. "
@@ -196,7 +198,7 @@ def _encode_inputs(args, device) -> tuple[Path, int, WanVAE]:
 
 
 def _write_encoded(args, out: Path, vae: WanVAE, latents: torch.Tensor) -> None:
-    write_latent_file(out, latents.float().cpu(), metadata={"source": os.path.basename(args.video), "wan_vae": f"Wan {vae.version} VAE"})
+    write_latent_file(out, latents.float().cpu(), metadata={"source": os.path.basename(args.video), "wan_vae": vae.config.name()})
     print(f"wrote {out}: {describe_latent(latents)}")
 
 
@@ -213,7 +215,7 @@ def _encode_distributed(args) -> int:
         group.agree(not error, error)
         progress = _Progress("encoding") if group.rank == 0 else None
         try:
-            latents = distributed.encode_frames(vae, _read_frames(args.video), group, options=_options(args), trim=args.trim,
+            latents = distributed.encode_frames(vae, _read_frames(args.video, vae.in_channels), group, options=_options(args), trim=args.trim,
                                                 total_frames=total, progress=progress)  # fmt: skip
         finally:
             if progress:
@@ -240,17 +242,18 @@ def _count_frames(path) -> int:
     return frames
 
 
-def _read_frames(path, per_chunk: int = 16) -> Iterator[torch.Tensor]:
-    """The video's frames as uint8 chunks [N, H, W, 3], read as they are needed."""
+def _read_frames(path, channels: int = 3, per_chunk: int = 16) -> Iterator[torch.Tensor]:
+    """The video's frames as uint8 chunks [N, H, W, channels] (4: with alpha, for an RGBA VAE; opaque where the
+    file has none), read as they are needed."""
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgba" if channels == 4 else "rgb24")
     try:
         meta = next(reader)
         w, h = meta["size"]
         chunk = []
         for data in reader:
-            chunk.append(torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3))
+            chunk.append(torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, channels))
             if len(chunk) == per_chunk:
                 yield torch.stack(chunk)
                 chunk = []

@@ -55,11 +55,20 @@ class WanVAEConfig:
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
     temporal_downsample: tuple[bool, ...] = (False, True, True)
+    in_channels: int = 3  # pixel channels the encoder takes: 3 (RGB) or 4 (RGBA: Qwen-Image-Layered's VAE)
+    out_channels: int = 3  # pixel channels the decoder gives
+    upscale: int = 1  # s > 1: an upscale decoder, whose 3 * s * s head channels are pixel-shuffled into s x the pixels
+    has_encoder: bool = True  # False for decoder-only files (decoder fine-tunes)
 
     @property
-    def image_channels(self) -> int:
-        """Channels the encoder takes and the decoder gives (RGB folded by the patch size)."""
-        return 3 * self.patch_size**2
+    def encoder_in_channels(self) -> int:
+        """Channels of the encoder's entry conv: the pixel channels folded by the patch size."""
+        return self.in_channels * self.patch_size**2
+
+    @property
+    def decoder_out_channels(self) -> int:
+        """Channels of the decoder's head: pixel channels folded by the patch size, times upscale^2."""
+        return self.out_channels * self.patch_size**2 * self.upscale**2
 
     @property
     def encoder_dims(self) -> list[int]:
@@ -79,11 +88,26 @@ class WanVAEConfig:
         return 2 ** (len(self.dim_mult) - 1) * self.patch_size
 
     @property
+    def output_scale(self) -> int:
+        """Decoded pixels per latent cell along each axis: spatial_scale, times the upscale decoder's factor."""
+        return self.spatial_scale * self.upscale
+
+    @property
     def temporal_scale(self) -> int:
         return 2 ** sum(self.temporal_downsample)
 
+    def name(self) -> str:
+        """What the file is, in a user's words: "Wan 2.1 VAE", "Wan 2.1 RGBA VAE", "Wan 2.1 VAE, 2x upscale decoder"."""
+        rgba = " RGBA" if 4 in (self.in_channels, self.out_channels) else ""
+        extra = [f"{self.upscale}x upscale decoder"] if self.upscale > 1 else []
+        extra += [] if self.has_encoder else ["decoder only"]
+        return ", ".join([f"Wan {self.version}{rgba} VAE", *extra])
+
     def with_widths(self, dim: int, decoder_dim: int) -> WanVAEConfig:
         return replace(self, dim=dim, decoder_dim=decoder_dim)
+
+    def with_channels(self, in_channels: int, out_channels: int, upscale: int, has_encoder: bool) -> WanVAEConfig:
+        return replace(self, in_channels=in_channels, out_channels=out_channels, upscale=upscale, has_encoder=has_encoder)
 
     def pruning(self) -> str:
         """"" for the standard widths, else how much of the decoder is left (LightX2V's LightVAE keeps 25 %)."""

@@ -53,7 +53,7 @@ class Decoder(nn.Module):
             blocks.extend(stage)
             self.stages.append(stage)
         self.upsamples = nn.ModuleList(blocks)
-        self.head = head_layers(dims[-1], cfg.image_channels)
+        self.head = head_layers(dims[-1], cfg.decoder_out_channels)
 
     @property
     def stage_scales(self) -> list[int]:

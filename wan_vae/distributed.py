@@ -149,7 +149,7 @@ def _terminated(signum, frame):
 
 def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | None = None, *, options: Options | None = None,
                   progress=None, **settings) -> Iterator[torch.Tensor]:  # fmt: skip
-    """`WanVAE.decode_frames` over the group: yields [N, H, W, 3] float32 chunks on rank 0, nothing elsewhere.
+    """`WanVAE.decode_frames` over the group: yields [N, H, W, C] float32 chunks on rank 0, nothing elsewhere.
 
     Every rank must iterate it to the end. Settings as in `decode_frames` (tiling "auto" unless given);
     rank 0's plan is everyone's.
@@ -163,8 +163,9 @@ def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | N
     group.agree(not error, error)
     b, _, t, h, w = plan.latents.shape
     version = [int(x) for x in vae.version.split(".")]
-    group.same_as_rank0("The VAE, latent shape and options ([version, batch, frames, h, w, normalized, tile_size])",
-                        [*version, b, t, h, w, int(options.normalized), options.tile_size])  # fmt: skip
+    group.same_as_rank0("The VAE, latent shape and options ([version, channels out, upscale, batch, frames, h, w, normalized, "
+                        "tile_size])", [*version, vae.out_channels, vae.output_scale // vae.spatial_scale, b, t, h, w,
+                                        int(options.normalized), options.tile_size])  # fmt: skip
     rows, cols = len({tl.y0 for tl in plan.tiles}), len({tl.x0 for tl in plan.tiles})
     rows, cols, fpc = group.broadcast([rows, cols, plan.frames_per_chunk])  # auto may differ by free memory
     options = dataclasses.replace(options, frames_per_chunk=fpc)
@@ -176,7 +177,7 @@ def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | N
         log.info("rank %d has no tile to decode (%d tiles for %d ranks): it waits for the others",
                  group.rank, len(plan.tiles), group.world)  # fmt: skip
     tracker = driver.Tracker(b * t * len(mine), progress, None)
-    scale = vae.spatial_scale
+    scale, channels = vae.output_scale, vae.out_channels
     workspace = Workspace()
     for i in range(b):
         middle_state = vae.new_state(workspace)
@@ -187,13 +188,13 @@ def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | N
             try:
                 for k in mine:
                     tile = plan.tiles[k]
-                    pieces[k] = torch.empty(f1 - f0, (tile.y1 - tile.y0) * scale, (tile.x1 - tile.x0) * scale, 3)
+                    pieces[k] = torch.empty(f1 - f0, (tile.y1 - tile.y0) * scale, (tile.x1 - tile.x0) * scale, channels)
                     canvas = driver.Canvas(pieces[k], "images", scale, first_frame=f0, origin=(tile.y0, tile.x0))
                     driver.land(vae, plan, k, mid, t0, t1, states[k], canvas, tracker)
             except Exception as e:  # noqa: BLE001 - told to every rank, then raised everywhere
                 error = f"{type(e).__name__}: {e}"
             group.agree(not error, error)
-            yield from _gather(group, plan, pieces, f1 - f0, scale)
+            yield from _gather(group, plan, pieces, f1 - f0, scale, channels)
 
 
 def encode_frames(vae, frames, group: Group, normalized: bool | None = None, *, options: Options | None = None, trim: bool = False,
@@ -257,14 +258,14 @@ class _TileShare:
         return cells
 
 
-def _gather(group: Group, plan, pieces: dict, frames: int, scale: int) -> Iterator[torch.Tensor]:
+def _gather(group: Group, plan, pieces: dict, frames: int, scale: int, channels: int) -> Iterator[torch.Tensor]:
     import torch.distributed as dist
 
     if group.rank != 0:
         for k in sorted(pieces):
             dist.send(pieces[k].to(group.comm), dst=0)
         return
-    out = torch.empty(frames, plan.height, plan.width, 3)
+    out = torch.empty(frames, plan.height, plan.width, channels)
     for k, tile in enumerate(plan.tiles):
         region = out[:, tile.y0 * scale : tile.y1 * scale, tile.x0 * scale : tile.x1 * scale]
         if k in pieces:

@@ -41,7 +41,8 @@ Preview = Callable[[torch.Tensor], None]
 class Steps(Protocol):
     """What a decoder network gives the driver."""
 
-    spatial_scale: int  # output pixels per latent cell
+    output_scale: int  # output pixels per latent cell
+    out_channels: int  # 3 (RGB) or 4 (RGBA)
     tileable: bool  # whether `up` runs on windows (tiling.Window); else every decode is one tile
     device: torch.device
 
@@ -55,7 +56,7 @@ class Steps(Protocol):
         """Latent frames [1, C, t, h, w] of one chunk -> what every tile's `up` starts from (the whole frame)."""
 
     def up(self, x: torch.Tensor, state, window: Window | None, max_frames: int, final: bool) -> Iterator[torch.Tensor]:
-        """x (covering window.regions[0], or the whole frame) -> consecutive pieces [1, 3, n, H, W] in [-1, 1]."""
+        """x (covering window.regions[0], or the whole frame) -> consecutive pieces [1, out_channels, n, H, W] in [-1, 1]."""
 
     def replica(self, device) -> Steps:
         """The same network on `device`."""
@@ -111,7 +112,7 @@ def make_plan(net: Steps, latents, options: Options, *, streaming: bool, output_
     process decided). `streaming` and `output_device` size the auto planner's estimate."""
     z = net.prepare_latents(latents, options.normalized)
     b, _, t, h, w = z.shape
-    scale, fpc = net.spatial_scale, options.frames_per_chunk
+    scale, fpc = net.output_scale, options.frames_per_chunk
     if not net.tileable:
         if options.tiling == "on":
             log.info("%s decodes whole frames (a few hundred MB at 720p); tiling is not needed and not used", net)
@@ -120,7 +121,7 @@ def make_plan(net: Steps, latents, options: Options, *, streaming: bool, output_
         tiles = plan_grid(h, w, *grid)
     else:
         on_device = torch.device(output_device if output_device is not None else net.device).type == net.device.type
-        tiles, fpc = choose_tiles(net, h, w, options, "decode", lambda budget: memory.plan_for_budget(
+        tiles, fpc = choose_tiles(net, h, w, scale, options, "decode", lambda budget: memory.plan_for_budget(
             net, h, w, fpc, budget, streaming, t, on_device, min_tiles))  # fmt: skip
     if len(tiles) == 1:
         windows = [None]
@@ -130,11 +131,11 @@ def make_plan(net: Steps, latents, options: Options, *, streaming: bool, output_
     return Plan(z, tiles, windows, time_chunks(t, fpc), fpc, frame_range(0, t)[1], h * scale, w * scale)
 
 
-def choose_tiles(net, h: int, w: int, options: Options, what: str,
+def choose_tiles(net, h: int, w: int, s: int, options: Options, what: str,
                  plan_for_budget: Callable[[int], memory.AutoPlan]) -> tuple[list[Tile], int]:  # fmt: skip
-    """The tiles of an h x w cell frame that `options.tiling` asks for, and the frames per chunk to use.
+    """The tiles of an h x w cell frame that `options.tiling` asks for, and the frames per chunk to use; `s` is the
+    pixels per cell that `tile_size` counts (the decoded frame's, or the encoded video's).
     For "auto", plan_for_budget(budget bytes) picks the grid (memory.py, encode_memory.py)."""
-    s = net.spatial_scale
     if options.tiling == "on":
         return plan_tiles(h, w, tile_cells(options.tile_size, options.tile_overlap, s)), options.frames_per_chunk
     if options.tiling != "auto":
@@ -150,7 +151,7 @@ def choose_tiles(net, h: int, w: int, options: Options, what: str,
 class Canvas:
     """Where decoded pieces of one video (or one streamed chunk of it) land.
 
-    `out` is [1, 3, F, H, W] ("video" layout) or [F, H, W, 3] ("images"), holding frames from `first_frame`
+    `out` is [1, C, F, H, W] ("video" layout) or [F, H, W, C] ("images"), C = 3 or 4 (RGBA), holding frames from `first_frame`
     and pixels from latent cell `origin` (y, x) on. Tiles partition the frame, so each piece is copied
     once into its place: nothing is blended.
     """
@@ -159,7 +160,7 @@ class Canvas:
         self.out, self.layout, self.scale, self.first_frame, self.origin = out, layout, scale, first_frame, origin
 
     def add(self, frame: int, tile: Tile, piece: torch.Tensor) -> None:
-        """piece: [1, 3, n, h, w] in [-1, 1] (unclamped), frames from `frame` on, at `tile`'s place."""
+        """piece: [1, C, n, h, w] in [-1, 1] (unclamped), frames from `frame` on, at `tile`'s place."""
         n, (h, w) = piece.shape[2], piece.shape[-2:]
         f, y, x = frame - self.first_frame, (tile.y0 - self.origin[0]) * self.scale, (tile.x0 - self.origin[1]) * self.scale
         piece = piece.to(self.out.dtype)  # map and clamp in the output's precision, still on the decode device
@@ -169,7 +170,7 @@ class Canvas:
             self.out[f : f + n, y : y + h, x : x + w] = piece[0].permute(1, 2, 3, 0).add(1).mul_(0.5).clamp_(0.0, 1.0)
 
     def frame(self, frame: int) -> torch.Tensor:
-        """Frame `frame` of the video as [H, W, 3] in [0, 1] (a view in the "images" layout)."""
+        """Frame `frame` of the video as [H, W, C] in [0, 1] (a view in the "images" layout)."""
         f = frame - self.first_frame
         if self.layout == "video":
             return self.out[0, :, f].permute(1, 2, 0).float().add(1).mul_(0.5)
@@ -211,10 +212,16 @@ def land(net: Steps, plan: Plan, k: int, mid: torch.Tensor, t0: int, t1: int, st
     """Decode tile k of latent frames [t0, t1) from the `middle` output and land it on the canvas."""
     tile, win = plan.tiles[k], plan.windows[k]
     x = mid if win is None else win.crop(0, mid)
-    frame = frame_range(0, t0)[1]
+    start = frame = frame_range(0, t0)[1]
+    elsewhere = []  # pieces for a canvas on another device (the host): copied over once per chunk, not once per piece
     for piece in net.up(x.to(net.device), state, win, plan.frames_per_chunk, plan.final(t1)):
-        canvas.add(frame, tile, piece)
+        if piece.device == canvas.out.device:
+            canvas.add(frame, tile, piece)
+        else:
+            elsewhere.append(piece)
         frame += piece.shape[2]
+    if elsewhere:
+        canvas.add(start, tile, torch.cat(elsewhere, 2) if len(elsewhere) > 1 else elsewhere[0])
     tracker.advance(t1 - t0, lambda: canvas.frame(frame - 1))
 
 
@@ -223,8 +230,8 @@ def land(net: Steps, plan: Plan, k: int, mid: torch.Tensor, t0: int, t1: int, st
 
 def decode_video(net: Steps, plan: Plan, tracker: Tracker, *, layout: str, dtype: torch.dtype, output_device,
                  devices: list[torch.device] | None = None) -> torch.Tensor:  # fmt: skip
-    """The whole video in one preallocated output: [B, 3, F, H, W] in [-1, 1] of `dtype` ("video"), or
-    [B*F, H, W, 3] float32 in [0, 1] ("images").
+    """The whole video in one preallocated output: [B, C, F, H, W] in [-1, 1] of `dtype` ("video"), or
+    [B*F, H, W, C] float32 in [0, 1] ("images"); C = net.out_channels.
 
     Tiles go one after the other, each through all of time, so one tile's history is alive at a time;
     the `middle` output of every chunk is kept meanwhile, on `output_device`, in one buffer.
@@ -232,11 +239,11 @@ def decode_video(net: Steps, plan: Plan, tracker: Tracker, *, layout: str, dtype
     b, device = plan.latents.shape[0], torch.device(output_device)
     alloc = torch.zeros if tracker.preview is not None and len(plan.tiles) > 1 else torch.empty  # previews show unfilled tiles
     if layout == "video":
-        out = alloc(b, 3, plan.frames, plan.height, plan.width, dtype=dtype, device=device)
-        canvases = [Canvas(out[i : i + 1], layout, net.spatial_scale) for i in range(b)]
+        out = alloc(b, net.out_channels, plan.frames, plan.height, plan.width, dtype=dtype, device=device)
+        canvases = [Canvas(out[i : i + 1], layout, net.output_scale) for i in range(b)]
     else:
-        out = alloc(b * plan.frames, plan.height, plan.width, 3, dtype=torch.float32, device=device)
-        canvases = [Canvas(out[i * plan.frames : (i + 1) * plan.frames], layout, net.spatial_scale) for i in range(b)]
+        out = alloc(b * plan.frames, plan.height, plan.width, net.out_channels, dtype=torch.float32, device=device)
+        canvases = [Canvas(out[i * plan.frames : (i + 1) * plan.frames], layout, net.output_scale) for i in range(b)]
     if devices is None:
         workspace = Workspace()
         for i in range(b):
@@ -289,7 +296,7 @@ def _keep_middles(net: Steps, plan: Plan, i: int, tracker: Tracker, keep_on: tor
 
 def decode_stream(net: Steps, plan: Plan, tracker: Tracker, *, dtype: torch.dtype, output_device,
                   devices: list[torch.device] | None = None) -> Iterator[torch.Tensor]:  # fmt: skip
-    """Consecutive chunks [N, H, W, 3] in [0, 1] (float32, or uint8) as soon as they are final.
+    """Consecutive chunks [N, H, W, C] in [0, 1] (float32, or uint8) as soon as they are final.
 
     Time runs outermost, so every tile's history is alive at once (the whole frame's, a little more for
     the halos) while the activations stay bounded by the tile; one chunk of output is alive at a time.
@@ -304,8 +311,8 @@ def decode_stream(net: Steps, plan: Plan, tracker: Tracker, *, dtype: torch.dtyp
         states = [net.new_state(workspaces[k % len(workers)]) for k in range(len(plan.tiles))]
         for t0, t1, mid in middles(net, plan, i, middle_state, tracker):
             f0, f1 = frame_range(t0, t1)
-            out = alloc(f1 - f0, plan.height, plan.width, 3, dtype=torch.float32, device=device)
-            canvas = Canvas(out, "images", net.spatial_scale, first_frame=f0)
+            out = alloc(f1 - f0, plan.height, plan.width, net.out_channels, dtype=torch.float32, device=device)
+            canvas = Canvas(out, "images", net.output_scale, first_frame=f0)
             work = [[functools.partial(land, plan=plan, k=k, mid=mid, t0=t0, t1=t1, state=states[k], canvas=canvas,
                                        tracker=tracker) for k in range(j, len(plan.tiles), len(workers))]
                     for j in range(len(workers))]  # fmt: skip
@@ -351,7 +358,8 @@ class Decodes:
         options (or keywords of the same names: normalized, tiling, tile_size, tile_overlap,
             frames_per_chunk, memory_budget, devices): see `Options`. Tiles give the untiled pixels
             exactly; with tiling="auto" the frame gets at least one tile per device where it is large enough.
-        layout: "video" -> [B, 3, F, H, W] in [-1, 1]; "images" -> [B*F, H, W, 3] float32 in [0, 1].
+        layout: "video" -> [B, C, F, H, W] in [-1, 1]; "images" -> [B*F, H, W, C] float32 in [0, 1]; C is 3, or 4
+            for an RGBA VAE (RGB, then alpha). An upscale decoder gives its factor times the pixels.
         output_device: where the output is allocated (default: the VAE's device); pieces are copied
             there as they are decoded, so a GPU decode can fill a CPU tensor.
         progress(done, total): after every decoded chunk of every tile. cancel(): checked before every
@@ -372,7 +380,7 @@ class Decodes:
     def decode_frames(self, latents: torch.Tensor, normalized: bool | None = None, *, options: Options | None = None,
                       dtype: torch.dtype = torch.float32, output_device="cpu", progress: Progress | None = None,
                       cancel: Cancel | None = None, preview: Preview | None = None, **settings) -> Iterator[torch.Tensor]:  # fmt: skip
-        """Yield the decoded video as consecutive chunks [N, H, W, 3] as soon as they are final: float32 in
+        """Yield the decoded video as consecutive chunks [N, H, W, C] as soon as they are final: float32 in
         [0, 1], or uint8 with `dtype=torch.uint8`. Videos of a batch follow each other. Memory does not grow
         with the number of frames (`decode_stream`). Other arguments as in `decode`."""
         if dtype not in (torch.float32, torch.uint8):

@@ -104,6 +104,7 @@ def estimate(vae, h: int, w: int, rows: int = 1, cols: int = 1, frames_per_chunk
     sizes what a tiled `encode_video` gathers and the latents (None: streamed, a chunk at a time).
     """
     fig = fig or figures(vae)
+    wide = 2 if vae.full_dtype == torch.float64 else 1  # a float64 model's activations take twice the bytes
     n = len(fig.stage_work)
     tiled = rows * cols > 1
     split = split if tiled and not streaming and latent_frames is not None else None
@@ -117,16 +118,16 @@ def estimate(vae, h: int, w: int, rows: int = 1, cols: int = 1, frames_per_chunk
         history = sum(fig.stage_history[i] * (sum if streaming else max)(y) * (sum if streaming else max)(x)
                       for i, y, x in zip(stages, ys, xs))  # fmt: skip
         frames_in_chunk = 4 * frames_per_chunk / 2 ** fig.stage_halvings[first]
-        transient = TRANSIENT_BYTES_PER_CHANNEL * fig.stage_channels[first] * max(ys[0]) * max(xs[0]) * frames_in_chunk
+        transient = wide * TRANSIENT_BYTES_PER_CHANNEL * fig.stage_channels[first] * max(ys[0]) * max(xs[0]) * frames_in_chunk
         frames = t if last == n else 1 + (4 * (t - 1) >> fig.stage_halvings[last])
-        output = vae.config.encoder_dims[last] * 4 * h * scale * w * scale * frames if tiled else 0
+        output = wide * vae.config.encoder_dims[last] * 4 * h * scale * w * scale * frames if tiled else 0
         segments.append((history, transient, output))
         work += sum(fig.stage_work[i] * sum(y) * sum(x) for i, y, x in zip(stages, ys, xs))
     if latent_frames is not None:  # a short video never builds a long one's history (the last chunk keeps none)
         short = 0 if latent_frames == 1 else 0.5 if latent_frames - 1 <= frames_per_chunk else 1
     else:
         short = 1
-    latents = vae.latent_channels * 4 * h * w * t
+    latents = wide * vae.latent_channels * 4 * h * w * t
     middle = fig.middle_history * h * w * short
     if split is None:
         history, transient, output = segments[0]

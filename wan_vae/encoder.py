@@ -28,7 +28,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
         dims = cfg.encoder_dims
-        self.conv1 = CausalConv3d(cfg.image_channels, dims[0], 3, padding=1)
+        self.conv1 = CausalConv3d(cfg.encoder_in_channels, dims[0], 3, padding=1)
         last = len(cfg.dim_mult) - 1
         layers: list[nn.Module] = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):

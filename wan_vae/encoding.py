@@ -29,7 +29,7 @@ from . import encode_memory, multidevice
 from .driver import Tracker, choose_tiles, latent_index, time_chunks
 from .errors import LatentError
 from .free_memory import free_bytes, release_free_memory
-from .inputs import centre_crop, check_values, check_video
+from .inputs import centre_crop, check_frame_channels, check_values, check_video
 from .blocks import patchify
 from .options import Options
 from .stream import StreamState, Workspace
@@ -97,7 +97,7 @@ def make_encode_plan(vae, height: int, width: int, frames: int | None, options: 
     if grid is not None:
         tiles, fpc = plan_grid(h, w, *grid), options.frames_per_chunk
     else:
-        tiles, fpc = choose_tiles(vae, h, w, options, "encode", for_budget)
+        tiles, fpc = choose_tiles(vae, h, w, s, options, "encode", for_budget)
     rows, cols = len({tile.y0 for tile in tiles}), len({tile.x0 for tile in tiles})
     split = None
     if auto:
@@ -124,12 +124,15 @@ def segments(vae, h: int, w: int, rows: int, cols: int, split: encode_memory.Spl
 def _down(vae, segment: Segment, k: int, frames: torch.Tensor, state: StreamState, images: bool = False) -> torch.Tensor:
     """Tile k's cells [1, C, t, th, tw] of the segment's output for its input frames [1, C, n, H, W]: for the
     first segment, video frames in [-1, 1] (in [0, 1] with `images`: mapped here, a window at a time, so the
-    caller's frames are never copied whole)."""
+    caller's frames are never copied whole; RGB frames for an RGBA encoder get alpha 1 here too)."""
     video = segment.stages[0] == 0  # the segment reads the video itself, not a kept stage output
     rows, cols = segment.pixels(k, vae.config.patch_size if video else 1)
-    piece = frames[:, :, :, rows, cols].to(device=vae.device, dtype=torch.float32)
+    piece = frames[:, :, :, rows, cols].to(device=vae.device, dtype=vae.full_dtype)
     if video:
-        piece = patchify(piece * 2 - 1 if images else piece, vae.config.patch_size)
+        piece = piece * 2 - 1 if images else piece
+        if piece.shape[1] < vae.in_channels:  # alpha 1 (opaque), ComfyUI's pad value: 1 in [-1, 1] as in [0, 1]
+            piece = torch.cat([piece, piece.new_ones(piece.shape[0], vae.in_channels - piece.shape[1], *piece.shape[2:])], 1)
+        piece = patchify(piece, vae.config.patch_size)
     if vae.channels_last:
         piece = piece.contiguous(memory_format=torch.channels_last_3d)
     return vae.model.encoder.down_pass(piece, state, segment.windows[k], segment.stages)
@@ -144,7 +147,8 @@ def _gathered(vae, frames: int, segment: Segment) -> torch.Tensor:
     """Where the tiles' cells of a segment's output, `frames` long, are gathered (fp32, as the residual sums are)."""
     last = segment.stages[1]
     channels = vae.config.encoder_dims[last]
-    return torch.empty(1, channels, frames, *segment.cells, device=vae.device, memory_format=torch.channels_last_3d)
+    return torch.empty(1, channels, frames, *segment.cells, dtype=vae.full_dtype, device=vae.device,
+                       memory_format=torch.channels_last_3d)
 
 
 def _place(gathered: torch.Tensor, tile: Tile, cells: torch.Tensor, t0: int) -> None:
@@ -161,17 +165,17 @@ def _normalize(vae, out: torch.Tensor, options: Options) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------- the whole video
 
 
-def encode_video(vae, video: torch.Tensor, options: Options, tracker: Tracker) -> torch.Tensor:
+def encode_video(vae, video: torch.Tensor, options: Options, tracker: Tracker, strict_range: bool = True) -> torch.Tensor:
     """Video [B, 3, F, H, W] in [-1, 1] (or frames [F, H, W, 3] in [0, 1]) -> latents [B, C, T, h, w] (the
     posterior mean), raw or normalized."""
-    x, images = check_video(video, vae)
+    x, images = check_video(video, vae, strict_range)
     devices = vae.work_devices(options)
     b, _, f, height, width = x.shape
     plan = make_encode_plan(vae, height, width, f, options, streaming=False, min_tiles=len(devices or ()),
                             video_bytes=x.numel() * x.element_size() if x.device.type == vae.device.type else 0)  # fmt: skip
     t, (h, w) = latent_index(f - 1) + 1, plan.cells
     chunks = time_chunks(f, 4 * plan.frames_per_chunk)
-    out = torch.empty(b, vae.latent_channels, t, h, w, dtype=torch.float32, device=vae.device)
+    out = torch.empty(b, vae.latent_channels, t, h, w, dtype=vae.full_dtype, device=vae.device)
     tracker.total = b * t * sum(len(segment.tiles) for segment in plan.segments)
     workspace = Workspace()
     for i in range(b):
@@ -267,7 +271,7 @@ def encode_stream(vae, frames: Iterable[torch.Tensor], options: Options, tracker
     """
     devices = vae.work_devices(options)
     step = share.together if share else (lambda fn: fn())
-    pieces = _passes(frames, 4 * options.frames_per_chunk, vae.spatial_scale, trim)
+    pieces = _passes(frames, 4 * options.frames_per_chunk, vae, trim)
     first = step(lambda: _first(pieces))
     height, width = first.shape[-2:]
     plan = make_encode_plan(vae, height, width, None, options, streaming=True,
@@ -336,14 +340,15 @@ def _down_passes(vae, plan: EncodePlan, tiles: list[int], piece: torch.Tensor, s
     return cells
 
 
-def _passes(chunks: Iterable[torch.Tensor], per_pass: int, scale: int, trim: bool) -> Iterator[torch.Tensor]:
-    """Frames regrouped as the encoder takes them: [1, 3, n, H, W] in [-1, 1], the first frame alone, then
+def _passes(chunks: Iterable[torch.Tensor], per_pass: int, vae, trim: bool) -> Iterator[torch.Tensor]:
+    """Frames regrouped as the encoder takes them: [1, C, n, H, W] in [-1, 1], the first frame alone, then
     `per_pass` frames at a time (a multiple of 4), the last pass possibly shorter but a multiple of 4."""
+    scale = vae.spatial_scale
     buffered: list[torch.Tensor] = []
     count, seen, size = 0, 0, None
     want = 1
     for chunk in chunks:
-        chunk = _as_frames(chunk, seen)
+        chunk = _as_frames(chunk, seen, vae)
         if size is None:
             size = _check_size(chunk.shape[1:3], scale, trim)
         elif chunk.shape[1:3] != size:
@@ -366,12 +371,12 @@ def _passes(chunks: Iterable[torch.Tensor], per_pass: int, scale: int, trim: boo
         yield _to_video(torch.cat(buffered)[: count - extra])
 
 
-def _as_frames(chunk, seen: int) -> torch.Tensor:
-    """A chunk of frames [N, H, W, 3] as float in [0, 1] (checked), from float or uint8."""
+def _as_frames(chunk, seen: int, vae) -> torch.Tensor:
+    """A chunk of frames [N, H, W, 3 or 4] as float in [0, 1] (checked), from float or uint8."""
     if not isinstance(chunk, torch.Tensor) or chunk.dim() != 4 or chunk.shape[-1] not in (3, 4):
         shape = list(chunk.shape) if isinstance(chunk, torch.Tensor) else type(chunk).__name__
         raise LatentError(f"Frames must come as tensors [frames, height, width, 3] (ComfyUI's IMAGE); got {shape} at frame {seen}.")
-    chunk = chunk[..., :3]
+    check_frame_channels(chunk.shape[-1], vae)
     if chunk.dtype == torch.uint8:
         return chunk.float().div_(255)
     if not chunk.is_floating_point():
@@ -391,5 +396,5 @@ def _check_size(hw, scale: int, trim: bool) -> torch.Size:
 
 
 def _to_video(frames: torch.Tensor) -> torch.Tensor:
-    """[n, H, W, 3] in [0, 1] -> [1, 3, n, H, W] in [-1, 1]."""
+    """[n, H, W, C] in [0, 1] -> [1, C, n, H, W] in [-1, 1]."""
     return frames.permute(3, 0, 1, 2).unsqueeze(0).mul(2).sub_(1)

@@ -38,8 +38,7 @@ def check_channels(channels: int, vae) -> None:
     """A plain message for latents made by a different model than the VAE's."""
     if channels == vae.latent_channels:
         return
-    what = f"the Wan {vae.version} VAE" if vae.has_encoder else vae.title  # a tiny decoder says which
-    have = f"the loaded VAE is {what} ({vae.latent_channels} channels)"
+    have = f"the loaded VAE is {vae.kind} ({vae.latent_channels} channels)"
     if channels in MODELS_BY_LATENT_CHANNELS:
         vae_name, models = MODELS_BY_LATENT_CHANNELS[channels]
         raise LatentError(
@@ -52,21 +51,23 @@ def check_channels(channels: int, vae) -> None:
     )
 
 
-def check_video(video, vae) -> tuple[torch.Tensor, bool]:
-    """A video to encode as a [B, 3, F, H, W] view, and whether its values are ComfyUI's [0, 1] (frames
-    [F, H, W, 3], IMAGE) rather than [-1, 1] ([B, 3, F, H, W] or [3, F, H, W]); F = 1 + 4k, H and W
-    multiples of the VAE's scale. Otherwise LatentError saying what to change. Nothing is copied."""
+def check_video(video, vae, strict_range: bool = True) -> tuple[torch.Tensor, bool]:
+    """A video to encode as a [B, C, F, H, W] view, and whether its values are ComfyUI's [0, 1] (frames
+    [F, H, W, C], IMAGE) rather than [-1, 1] ([B, C, F, H, W] or [C, F, H, W]); C = 3, or 4 for an RGBA VAE (which
+    takes RGB too: encoding.py gives it alpha 1); F = 1 + 4k, H and W multiples of the VAE's scale. Otherwise
+    LatentError saying what to change (`strict_range=False`: any finite values). Nothing is copied."""
     if not isinstance(video, torch.Tensor):
         raise LatentError(f"The video must be a torch.Tensor, got {type(video).__name__}.")
-    # [F, H, W, 3|4] frames, unless it reads as [3, F, H, W] (a width of 3 px cannot be encoded anyway)
-    images = video.dim() == 4 and (video.shape[-1] == 4 or video.shape[-1] == 3 and video.shape[0] != 3)
+    # [F, H, W, 3|4] frames, unless it reads as [C, F, H, W] (a width of 3 or 4 px cannot be encoded anyway)
+    images = video.dim() == 4 and video.shape[-1] in (3, 4) and video.shape[0] != video.shape[-1]
     if images:
-        x = video[..., :3].movedim(-1, 0).unsqueeze(0)
+        x = video.movedim(-1, 0).unsqueeze(0)
     else:
         x = video.unsqueeze(0) if video.dim() == 4 else video
-    if x.dim() != 5 or x.shape[1] != 3:
+    if x.dim() != 5 or x.shape[1] not in (3, 4):
         raise LatentError(f"The video must be [batch, 3, frames, height, width] in [-1, 1], or frames [frames, height, width, 3] "
                           f"in [0, 1] (ComfyUI's IMAGE); got shape {list(video.shape)}.")  # fmt: skip
+    check_frame_channels(x.shape[1], vae)
     if not x.is_floating_point():
         raise LatentError(f"The video must be floating point, got {x.dtype}.")
     if x.numel() == 0:
@@ -85,14 +86,25 @@ def check_video(video, vae) -> tuple[torch.Tensor, bool]:
                 f"The video {name} {n} px is not a multiple of {s} (Wan {vae.version} VAE); "
                 f"crop or resize to {n // s * s or s} or {(n // s + 1) * s} px."
             )
-    check_values(x, images)
+    check_values(x, images, strict_range)
     return x, images
 
 
-def check_values(x: torch.Tensor, images: bool = False) -> None:
-    """Video values finite and in [-1, 1], or [0, 1] for `images` (a little slack for rounding)."""
+def check_frame_channels(channels: int, vae) -> None:
+    """LatentError for RGBA frames into an RGB encoder (their alpha would be lost without a word)."""
+    if channels > vae.in_channels:
+        raise LatentError(
+            f"The frames have {channels} channels (RGBA), but {vae.title} encodes RGB. Drop the alpha first (core's "
+            "'Split Image with Alpha' node, or frames[..., :3]), or encode with an RGBA VAE (Qwen-Image-Layered's)."
+        )
+
+
+def check_values(x: torch.Tensor, images: bool = False, strict_range: bool = True) -> None:
+    """Video values finite and (if `strict_range`) in [-1, 1], or [0, 1] for `images` (a little slack for rounding)."""
     if not torch.isfinite(x).all():
         raise LatentError("The video contains NaN or infinite values.")
+    if not strict_range:
+        return
     lo, hi = x.aminmax()
     low = 0.0 if images else -1.0
     if lo < low - 0.001 or hi > 1.001:

@@ -46,6 +46,7 @@ TRANSIENT_BYTES_PER_PIXEL = {
 }  # fmt: skip
 SAFETY = 1.1
 FIXED_OVERHEAD = 384 * 2**20
+HEAD_COPIES = 6  # fp32 copies of an upscale head's extra channels alive per output frame (measured: README, tiling)
 
 
 # ----------------------------------------------------------------------------------------- per-stage figures
@@ -61,7 +62,11 @@ class DecoderFigures:
     stage_work: tuple[int, ...]  # multiply-adds per pixel of each stage's input, per latent frame
     radii: tuple[int, ...]  # Decoder.receptive_radii()
     scales: tuple[int, ...]  # Decoder.stage_scales
-    out_scale: int  # output pixels per pixel of the last stage (the Wan 2.2 patch size)
+    out_scale: int  # head pixels per pixel of the last stage (the Wan 2.2 patch size)
+    upscale: int  # output pixels per head pixel (an upscale decoder's factor, else 1)
+    out_channels: int  # pixel channels of the output (3, or 4 for RGBA)
+    extra_head_channels: int  # the head's channels beyond RGB's 3 per patch pixel (an upscale or RGBA decoder)
+    wide: int  # 2 for a float64 model (twice the bytes of every fp32 activation), else 1
 
 
 def history_bytes(modules) -> int:
@@ -91,6 +96,10 @@ def figures(vae) -> DecoderFigures:
         radii=tuple(decoder.receptive_radii()),
         scales=tuple(decoder.stage_scales),
         out_scale=vae.config.patch_size,
+        upscale=vae.config.upscale,
+        out_channels=vae.config.out_channels,
+        extra_head_channels=decoder.head[2].out_channels - 3 * vae.config.patch_size**2,
+        wide=2 if vae.full_dtype == torch.float64 else 1,
     )
 
 
@@ -145,22 +154,24 @@ def estimate(vae, h: int, w: int, rows: int = 1, cols: int = 1, frames_per_chunk
     history = fig.middle_history * h * w + (cost.history_sum if streaming else cost.history_max)
     if latent_frames is not None:
         history *= 0 if latent_frames == 1 else 0.5 if latent_frames - 1 <= frames_per_chunk else 1
-    one, two = TRANSIENT_BYTES_PER_PIXEL[vae.version, vae.dtype != torch.float32]
+    one, two = TRANSIENT_BYTES_PER_PIXEL[vae.version, vae.dtype in (torch.bfloat16, torch.float16)]
     transient = (one + (two - one) * (frames_per_chunk - 1)) * cost.last_stage_area * fig.out_scale**2
+    # an upscale (or RGBA) head's wider output, in the head's per-frame taps, its carry and the shuffled copy
+    transient += HEAD_COPIES * fig.extra_head_channels * 4 * 4 * frames_per_chunk * cost.last_stage_area
     kept = 0
     if output_on_device and latent_frames is not None:
-        px = h * w * (fig.out_scale * math.prod(fig.scales)) ** 2
-        kept = 3 * 4 * px * (1 + 4 * (frames_per_chunk if streaming else latent_frames - 1))
+        px = h * w * (fig.out_scale * fig.upscale * math.prod(fig.scales)) ** 2
+        kept = fig.out_channels * 4 * px * (1 + 4 * (frames_per_chunk if streaming else latent_frames - 1))
         if not streaming and rows * cols > 1:
             kept += fig.middle_channels * 4 * h * w * latent_frames
     weights = sum(p.numel() * p.element_size() for p in vae.model.parameters())
-    return int(weights + FIXED_OVERHEAD + SAFETY * (history + transient + kept))
+    return int(weights + FIXED_OVERHEAD + SAFETY * (history + fig.wide * (transient + kept)))
 
 
 def estimate_peak_bytes(vae, height_px: int, width_px: int, frames_per_chunk: int = 1, tile_px: int | None = None,
                         streaming: bool = False) -> int:  # fmt: skip
-    """`estimate` in pixels: tiles of at most `tile_px` (None: untiled), the output kept elsewhere."""
-    s = vae.spatial_scale
+    """`estimate` in decoded pixels: tiles of at most `tile_px` (None: untiled), the output kept elsewhere."""
+    s = vae.output_scale
     h, w = height_px // s, width_px // s
     tile = max(h, w) if tile_px is None else max(tile_px // s, 1)
     return estimate(vae, h, w, math.ceil(h / tile), math.ceil(w / tile), frames_per_chunk, streaming)
@@ -220,10 +231,10 @@ def cheapest_grid(vae, h: int, w: int, frames_per_chunk: int, budget: int, min_t
 
 def too_small(vae, h: int, w: int, budget: int, smallest: int, what: str) -> SettingsError:
     """The error for a budget below `smallest`, the least any plan was estimated to need."""
-    s = vae.spatial_scale
+    s = vae.output_scale if what == "decode" else vae.spatial_scale
     error = SettingsError(
-        f"A memory budget of {budget / 2**30:.2f} GiB is too small to {what} {w * s}x{h * s} px with the Wan "
-        f"{vae.version} VAE: even the smallest tiles ({MIN_TILE_CELLS * s} px, frames_per_chunk 1) need about "
+        f"A memory budget of {budget / 2**30:.2f} GiB is too small to {what} {w * s}x{h * s} px with "
+        f"{vae.title}: even the smallest tiles ({MIN_TILE_CELLS * s} px, frames_per_chunk 1) need about "
         f"{smallest / 2**30:.2f} GiB. Free memory (unload other models), or {what} on a device with more."
     )
     error.smallest = smallest

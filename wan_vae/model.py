@@ -21,8 +21,9 @@ class WanVAEModel(nn.Module):
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.conv1 = CausalConv3d(cfg.z_dim * 2, cfg.z_dim * 2, 1)  # "quant conv": encoder output -> mean, logvar
+        if cfg.has_encoder:  # a decoder-only file (a decoder fine-tune) has neither
+            self.encoder = Encoder(cfg)
+            self.conv1 = CausalConv3d(cfg.z_dim * 2, cfg.z_dim * 2, 1)  # "quant conv": encoder output -> mean, logvar
         self.conv2 = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)  # "post-quant conv": latent -> decoder input
         self.decoder = Decoder(cfg)
 
@@ -37,7 +38,7 @@ def half_precision_blocks(model: WanVAEModel) -> list[ResidualBlock]:
     """
     decoder = [b for stage in model.decoder.stages[-2:] for layer in stage for b in layer.modules() if isinstance(b, ResidualBlock)]
     encoder, stages = [], 0
-    for layer in model.encoder.downsamples:  # Wan 2.1: blocks and Resamples in one list; 2.2: DownStages
+    for layer in model.encoder.downsamples if model.config.has_encoder else ():  # Wan 2.1: blocks and Resamples in one list; 2.2: DownStages
         encoder += [b for b in layer.modules() if isinstance(b, ResidualBlock)]
         stages += isinstance(layer, (Resample, DownStage))
         if stages == 2:
@@ -46,7 +47,8 @@ def half_precision_blocks(model: WanVAEModel) -> list[ResidualBlock]:
 
 
 def set_precision(model: WanVAEModel, dtype: torch.dtype) -> None:
-    """fp32 everywhere, or fp16/bf16 in the convs of `half_precision_blocks` with everything else in fp32.
+    """fp32 everywhere, or fp16/bf16 in the convs of `half_precision_blocks` with everything else in fp32; float64
+    makes everything float64 (for checking numerics: several times slower than fp32, twice the memory).
 
     Everything else is the residual sums, norms, attention, up/downsampling, the entry and exit convs
     and the low-resolution stages: in half precision they would double the error for little time
@@ -55,14 +57,15 @@ def set_precision(model: WanVAEModel, dtype: torch.dtype) -> None:
     more memory than in pure bf16 (Wan 2.2: 1.4 GB, not 2.7). Each conv casts its input to its compute
     dtype when filling its input buffer, so the boundaries need no other code.
     """
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"dtype must be float32, float16 or bfloat16, not {dtype}")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise ValueError(f"dtype must be float32, bfloat16, float16 or float64, not {dtype}")
     heavy = {conv for block in half_precision_blocks(model) for conv in (block.residual[2], block.residual[6])}
+    full = torch.float64 if dtype == torch.float64 else torch.float32
     for module in model.modules():
         if isinstance(module, CausalConv3d):
-            module.compute_dtype = dtype if module in heavy else torch.float32
-    if dtype == torch.float32:
-        model.float()
+            module.compute_dtype = dtype if module in heavy else full
+    if dtype in (torch.float32, torch.float64):
+        model.to(dtype)
         return
     for conv in heavy:
         conv.to(dtype)
@@ -71,4 +74,9 @@ def set_precision(model: WanVAEModel, dtype: torch.dtype) -> None:
 def precision(model: WanVAEModel) -> torch.dtype:
     """The dtype `set_precision` gave the model (its half-precision convs' dtype)."""
     return half_precision_blocks(model)[-1].residual[6].compute_dtype
+
+
+def full_precision(model: WanVAEModel) -> torch.dtype:
+    """What the model computes in outside its half-precision convs: float32, or float64 for a float64 model."""
+    return model.conv2.compute_dtype
 

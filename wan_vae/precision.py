@@ -20,9 +20,9 @@ def warn_if_slow_on_cpu(device, dtype: torch.dtype) -> None:
     project's AVX-512 CPU: 4 GFLOP/s against 245 in fp32): say so rather than look hung.
 
     Checked when work starts, not at load: the nodes keep a GPU's VAE on the CPU between runs."""
-    if torch.device(device).type != "cpu" or dtype == torch.float32:
+    check = {torch.float16: "_is_mkldnn_fp16_supported", torch.bfloat16: "_is_mkldnn_bf16_supported"}.get(dtype)
+    if torch.device(device).type != "cpu" or check is None:  # fp32 and float64 have no slow path to warn of
         return
-    check = {torch.float16: "_is_mkldnn_fp16_supported", torch.bfloat16: "_is_mkldnn_bf16_supported"}[dtype]
     try:
         supported = getattr(torch.ops.mkldnn, check)()
     except (AttributeError, RuntimeError):  # not a oneDNN build: nothing known

@@ -34,6 +34,8 @@ class TinyVAE(driver.Decodes):
     version = property(lambda self: self.info.version)
     latent_channels = property(lambda self: self.config.z_dim)
     spatial_scale = property(lambda self: self.config.spatial_scale)
+    output_scale = spatial_scale
+    out_channels = 3
     temporal_scale = 4
     dtype = property(lambda self: next(self.model.parameters()).dtype)
     device = property(lambda self: next(self.model.parameters()).device)
@@ -41,6 +43,8 @@ class TinyVAE(driver.Decodes):
     @property
     def title(self) -> str:
         return f"{self.info.name} (tiny decoder for Wan {self.version} latents)"
+
+    kind = title
 
     def __repr__(self) -> str:
         return f"TinyVAE({self.info.describe()}, {self.dtype}, {self.device})"

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from . import driver, encoding, multidevice
+from .blocks import pixel_shuffle, unpatchify
 from .checkpoint import CheckpointInfo, check_against, prepare_state_dict, read_state_dict, strip_prefix
 from .config import WanVAEConfig
+from .errors import LatentError
 from .inputs import check_latents
-from .blocks import unpatchify
-from .model import WanVAEModel, precision, set_precision
+from .model import WanVAEModel, full_precision, precision, set_precision
 from .options import Options
 from .precision import warn_if_slow_on_cpu
 from .stream import StreamState, Workspace
@@ -27,9 +28,8 @@ from .tiny_vae import load_tiny_vae
 
 
 class WanVAE(driver.Decodes):
-    """A loaded Wan 2.1 or Wan 2.2 VAE. Build it with `load_vae`."""
+    """A loaded Wan 2.1 or Wan 2.2 VAE (or a variant: RGBA, an upscale decoder, decoder only). Build it with `load_vae`."""
 
-    has_encoder = True
     tileable = True
 
     def __init__(self, model: WanVAEModel, info: CheckpointInfo | None = None) -> None:
@@ -42,11 +42,16 @@ class WanVAE(driver.Decodes):
 
     version = property(lambda self: self.config.version)
     latent_channels = property(lambda self: self.config.z_dim)
-    spatial_scale = property(lambda self: self.config.spatial_scale)
+    spatial_scale = property(lambda self: self.config.spatial_scale, doc="pixels per latent cell of the video it encodes")
+    output_scale = property(lambda self: self.config.output_scale, doc="decoded pixels per latent cell (x upscale)")
+    out_channels = property(lambda self: self.config.out_channels, doc="3 (RGB) or 4 (RGBA)")
+    in_channels = property(lambda self: self.config.in_channels)
+    has_encoder = property(lambda self: self.config.has_encoder)
     temporal_scale = property(lambda self: self.config.temporal_scale)
     latents_mean = property(lambda self: torch.tensor(self.config.latents_mean))
     latents_std = property(lambda self: torch.tensor(self.config.latents_std))
-    dtype = property(lambda self: precision(self.model), doc="float32, or the heavy convs' bf16/fp16 (model.set_precision)")
+    dtype = property(lambda self: precision(self.model), doc="float32 (or float64), or the heavy convs' bf16/fp16 (model.set_precision)")
+    full_dtype = property(lambda self: full_precision(self.model), doc="what runs outside the heavy convs: float32 or float64")
     device = property(lambda self: self.model.conv2.weight.device)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> WanVAE:
@@ -55,11 +60,13 @@ class WanVAE(driver.Decodes):
             set_precision(self.model, dtype)
         return self
 
+    kind = property(lambda self: f"the {self.config.name()}", doc="what it is, without the widths: 'the Wan 2.1 RGBA VAE'")
+
     @property
     def title(self) -> str:
-        """What it is, in a user's words: "the Wan 2.1 VAE", or a pruned one (LightX2V's LightVAE)."""
+        """What it is, in a user's words: "the Wan 2.1 VAE", "the Wan 2.1 RGBA VAE", a pruned one (LightX2V's LightVAE)."""
         pruned = self.config.pruning()
-        return f"the Wan {self.version} VAE" + (f" {pruned}" if pruned else "")
+        return f"the {self.config.name()}" + (f" {pruned}" if pruned else "")
 
     def __repr__(self) -> str:
         return f"WanVAE(version={self.version!r}, dtype={self.dtype}, device={self.device})"
@@ -106,10 +113,10 @@ class WanVAE(driver.Decodes):
     def prepare_latents(self, latents, normalized: bool) -> torch.Tensor:
         z = check_latents(latents, self)
         if normalized:  # mapped back at (at least) fp32
-            z = z.to(device=self.device, dtype=torch.promote_types(z.dtype, torch.float32))
+            z = z.to(device=self.device, dtype=torch.promote_types(z.dtype, self.full_dtype))
             mean, inv_std = self.normalization(z)
             z = z / inv_std + mean  # the reference divides by the reciprocal (section 1.3)
-        return z.to(device=self.device, dtype=torch.float32)  # the entry convs are fp32 at every precision
+        return z.to(device=self.device, dtype=self.full_dtype)  # the entry convs are fp32 at every precision
 
     def new_state(self, workspace: Workspace) -> StreamState:
         return StreamState(workspace)
@@ -122,27 +129,38 @@ class WanVAE(driver.Decodes):
 
     def up(self, x: torch.Tensor, state: StreamState, window, max_frames: int, final: bool) -> Iterator[torch.Tensor]:
         for piece in self.model.decoder.up_pass(x, state, window, max_frames, final):
-            yield unpatchify(piece, self.config.patch_size)
+            yield pixel_shuffle(unpatchify(piece, self.config.patch_size), self.config.upscale)
 
     def receptive_field(self) -> tuple[list[int], list[int]]:
         """The decoder's window radii and stage scales (tiling.window)."""
         return self.model.decoder.receptive_radii(), self.model.decoder.stage_scales
 
+    def check_encoder(self) -> None:
+        """LatentError unless this file has an encoder (decoder fine-tunes may ship without one)."""
+        if not self.has_encoder:
+            raise LatentError(
+                f"{self.title[0].upper()}{self.title[1:]} has no encoder: the file holds decoder weights only. Encode with "
+                f"the full Wan {self.version} VAE file (its latents are the same), and decode with this one."
+            )
+
     # ----------------------------------------------------------------------------- public methods
 
     @torch.inference_mode()
     def encode(self, video: torch.Tensor, normalized: bool | None = None, *, options: Options | None = None,
-               progress: driver.Progress | None = None, cancel: driver.Cancel | None = None, **settings) -> torch.Tensor:  # fmt: skip
+               progress: driver.Progress | None = None, cancel: driver.Cancel | None = None, strict_range: bool = True,
+               **settings) -> torch.Tensor:  # fmt: skip
         """Encode video [B, 3, F, H, W] in [-1, 1] (or [3, F, H, W]) to latents [B, C, T, h, w] (posterior mean).
 
-        F must be 1 + 4k (the reference silently drops the rest; this refuses). H and W must be multiples
+        An RGBA VAE takes [B, 4, F, H, W] (RGB frames get alpha 1, as ComfyUI pads them). F must be 1 + 4k (the reference silently drops the rest; this refuses). H and W must be multiples
         of the spatial scale (8 or 16). `normalized=True` returns (mean - latents_mean) / std, the form
-        diffusers pipelines use; the default is the raw form ComfyUI samplers use. Other settings as in
-        `decode` (encoding.py), `frames_per_chunk` in latent frames (4 video frames each) after the first.
+        diffusers pipelines use; the default is the raw form ComfyUI samplers use. `strict_range=False` encodes values
+        outside the range too (finite ones), as the reference does. Other settings as in `decode` (encoding.py),
+        `frames_per_chunk` in latent frames (4 video frames each) after the first.
         """
         options = self.resolve_options(options, normalized, settings)
+        self.check_encoder()
         warn_if_slow_on_cpu(self.device, self.dtype)
-        return encoding.encode_video(self, video, options, driver.Tracker(0, progress, cancel))
+        return encoding.encode_video(self, video, options, driver.Tracker(0, progress, cancel), strict_range)
 
     @torch.inference_mode()
     def encode_frames(self, frames: Iterable[torch.Tensor], normalized: bool | None = None, *, options: Options | None = None,
@@ -153,6 +171,7 @@ class WanVAE(driver.Decodes):
         `trim` crops to the size multiple and drops trailing frames that do not make 1 + 4k instead of refusing
         them; `total_frames`, if known, sizes the progress. Other arguments as in `encode`."""
         options = self.resolve_options(options, normalized, settings)
+        self.check_encoder()
         warn_if_slow_on_cpu(self.device, self.dtype)
         tracker = driver.Tracker(0, progress, cancel)
         return encoding.encode_stream(self, frames, options, tracker, trim=trim, total_frames=total_frames)

@@ -62,10 +62,17 @@ class VideoFormat:
     yuv: bool = True  # converted to YUV with the BT.709 matrix
     browser: bool = False  # plays inline in a browser
     hardware: str | None = None  # an encoder that needs a device (NVENC): offered only where ffmpeg can open it
+    alpha_bit_depths: tuple[int, ...] = ()  # bit depths at which it keeps an alpha channel (RGBA frames)
     extra: tuple[str, ...] = field(default=())
 
-    def video_args(self, quality: int, bit_depth: int) -> list[str]:
-        return _CODEC_ARGS[self.name](quality, bit_depth) + list(self.extra)
+    def video_args(self, quality: int, bit_depth: int, alpha: bool = False) -> list[str]:
+        args = _CODEC_ARGS[self.name](quality, bit_depth)
+        if alpha:  # the same codec with an alpha plane: only the pixel format (ProRes: the 4444 profile) changes
+            args[args.index("-pix_fmt") + 1] = _ALPHA_PIX_FMT[self.name](quality, bit_depth)
+            if self.name == "prores-mov":
+                args[args.index("-profile:v") + 1] = "4"
+                args += ["-alpha_bits", "16"]
+        return args + list(self.extra)
 
 
 def _crf(worst: int, per_quality: float, quality: int) -> str:
@@ -100,6 +107,17 @@ _CODEC_ARGS = {
 }  # fmt: skip
 
 
+# Pixel formats with alpha, checked by decoding the alpha back (ffmpeg 9 from imageio-ffmpeg): PNG, lossless WebP
+# and 8-bit FFV1 exactly, VP9 (alpha as a second stream), lossy WebP, ProRes 4444 and 10-bit FFV1 within 1/255.
+_ALPHA_PIX_FMT = {
+    "png": lambda q, b: "rgba64be" if b == 10 else "rgba",
+    "webp": lambda q, b: "bgra" if q >= 100 else "yuva420p",
+    "vp9-webm": lambda q, b: "yuva420p",
+    "prores-mov": lambda q, b: "yuva444p10le",
+    "ffv1-mkv": lambda q, b: "gbrap10le" if b == 10 else "bgra",
+}
+
+
 def _svtav1(quality: int, bit_depth: int) -> list[str]:
     return ["-c:v", "libsvtav1", "-crf", _crf(63, 0.4, quality), "-preset", "8",
             "-pix_fmt", "yuv420p10le" if bit_depth == 10 else "yuv420p"]  # fmt: skip
@@ -111,13 +129,17 @@ FORMATS = {
                     browser=True),
         VideoFormat("h265-mp4", ".mp4", "mp4", "H.265/HEVC MP4 (hvc1): smaller files, Apple players", (8, 10), True, "aac", "mov",
                     browser=True),
-        VideoFormat("vp9-webm", ".webm", "webm", "VP9 WebM: open format, browsers", (8, 10), False, "libopus", "matroska",
-                    browser=True),
-        VideoFormat("prores-mov", ".mov", "mov", "ProRes 422 MOV (10-bit) for editors", (10,), False, "aac", "mov"),
-        VideoFormat("ffv1-mkv", ".mkv", "matroska", "FFV1 MKV: lossless RGB", (8, 10), False, "libopus", "matroska", yuv=False),
+        VideoFormat("vp9-webm", ".webm", "webm", "VP9 WebM: open format, browsers (keeps alpha, 8-bit)", (8, 10), False, "libopus",
+                    "matroska", browser=True, alpha_bit_depths=(8,)),
+        VideoFormat("prores-mov", ".mov", "mov", "ProRes 422 MOV (10-bit) for editors; ProRes 4444 with alpha", (10,), False, "aac",
+                    "mov", alpha_bit_depths=(10,)),
+        VideoFormat("ffv1-mkv", ".mkv", "matroska", "FFV1 MKV: lossless RGB (and alpha)", (8, 10), False, "libopus", "matroska",
+                    yuv=False, alpha_bit_depths=(8, 10)),
         VideoFormat("gif", ".gif", "gif", "Animated GIF, palette per frame", yuv=False, browser=True),
-        VideoFormat("webp", ".webp", "webp", "Animated WebP (quality 100: lossless)", yuv=False, browser=True),
-        VideoFormat("png", "", "image2", "PNG frame sequence in a folder (bit_depth 10: 16-bit PNG)", (8, 10), yuv=False, sequence=True),
+        VideoFormat("webp", ".webp", "webp", "Animated WebP (quality 100: lossless; keeps alpha)", yuv=False, browser=True,
+                    alpha_bit_depths=(8,)),
+        VideoFormat("png", "", "image2", "PNG frame sequence in a folder (bit_depth 10: 16-bit PNG; keeps alpha)", (8, 10), yuv=False,
+                    sequence=True, alpha_bit_depths=(8, 10)),
         VideoFormat("av1-mp4", ".mp4", "mp4", "AV1 MP4 (SVT-AV1): smaller than H.265, recent browsers and players", (8, 10), True,
                     "aac", "mov", browser=True),
         VideoFormat("av1-webm", ".webm", "webm", "AV1 WebM (SVT-AV1): open format, recent browsers", (8, 10), True, "libopus",
@@ -189,6 +211,8 @@ class _FrameSource:
     def __init__(self, frames, high_bit_depth: bool, even_size: bool) -> None:
         self.high = high_bit_depth
         self.even = even_size
+        self.alpha = False  # RGBA frames (the first chunk decides; the others must agree)
+        self.channels: int | None = None
         self.count = 0
         self.size: tuple[int, int] | None = None  # (height, width) of the first chunk
         self._chunks = self._iter_chunks(frames)
@@ -227,13 +251,13 @@ class _FrameSource:
                 "Channels-first tensors need .permute(0, 2, 3, 1)."
             )
         if self.size is None:
-            self.size = tuple(x.shape[1:3])
+            self.size, self.channels, self.alpha = tuple(x.shape[1:3]), channels, channels == 4
             if channels == 1:
                 log.info("write_video: grey frames are written as RGB")
-            elif channels == 4:
-                log.info("write_video: the alpha channel is dropped (none of the formats here keeps it)")
         elif tuple(x.shape[1:3]) != self.size:
             raise VideoWriteError(f"All frames must have one size; frame {self.count} is {tuple(x.shape[1:3])}, not {self.size}.")
+        elif channels != self.channels:
+            raise VideoWriteError(f"All frames must have the same channels; frame {self.count} has {channels}, the first had {self.channels}.")
         if x.dtype == torch.uint8:
             return x
         if not x.is_floating_point():
@@ -255,7 +279,6 @@ class _FrameSource:
         x = x.detach().cpu()
         if x.shape[-1] == 1:
             x = x.expand(*x.shape[:-1], 3)
-        x = x[..., :3]
         if self.high:  # 16 bits per channel keep float precision for 10-bit and 16-bit outputs
             x = x.to(torch.int32) * 257 if x.dtype == torch.uint8 else x.float().mul(65535).add_(0.5).clamp_(0, 65535)
             x = x.to(torch.int32).numpy().astype("<u2")
@@ -332,9 +355,9 @@ def read_audio_file(path, sample_rate: int = 48000) -> dict:
 
 
 def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None = None, overwrite: bool = False,
-                 bit_depth: int = 8, audio: Mapping | None = None) -> tuple[VideoFormat, int, int, Fraction, Path]:  # fmt: skip
-    """What `write_video` checks before it reads any frame, for callers that must know before decoding:
-    (format, quality, bit depth, exact frame rate, target path), or VideoWriteError."""
+                 bit_depth: int = 8, audio: Mapping | None = None, alpha: bool = False) -> tuple[VideoFormat, int, int, Fraction, Path]:  # fmt: skip
+    """What `write_video` checks before it reads any frame, for callers that must know before decoding (`alpha`: the
+    frames will be RGBA): (format, quality, bit depth, exact frame rate, target path), or VideoWriteError."""
     if audio is not None:
         _audio_samples(audio)
     fmt = FORMATS.get(format)
@@ -354,6 +377,8 @@ def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None
     if bit_depth not in fmt.bit_depths:
         log.info("write_video: %s is %s-bit only; writing it so", fmt.name, "/".join(map(str, fmt.bit_depths)))
         bit_depth = fmt.bit_depths[-1]
+    if alpha:
+        check_alpha(fmt, bit_depth)
     rate = frame_rate(fps)
     target = Path(os.fspath(path)).expanduser()
     folder = target.parent
@@ -365,6 +390,25 @@ def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None
         raise VideoWriteError(f"{target} exists and is a {'folder' if target.is_dir() else 'file'}; it cannot be replaced by a {fmt.name}.")
 
     return fmt, quality, bit_depth, rate, target
+
+
+def alpha_formats(bit_depth: int = 8) -> list[str]:
+    """The formats that keep an alpha channel at `bit_depth` (ProRes, 10-bit only, whatever is asked: as ProRes 4444)."""
+    return [name for name, f in FORMATS.items() if f.alpha_bit_depths and (bit_depth in f.alpha_bit_depths or bit_depth not in f.bit_depths)]
+
+
+def check_alpha(fmt: VideoFormat, bit_depth: int) -> None:
+    """VideoWriteError unless `fmt` keeps RGBA frames' alpha at `bit_depth`: no format drops it without a word."""
+    if bit_depth in fmt.alpha_bit_depths:
+        return
+    if fmt.alpha_bit_depths:
+        raise VideoWriteError(f"{fmt.name} keeps an alpha channel at {'/'.join(map(str, fmt.alpha_bit_depths))} bits only; choose "
+                              f"bit_depth {fmt.alpha_bit_depths[0]}, or one of {', '.join(alpha_formats(bit_depth))} for {bit_depth}-bit alpha.")  # fmt: skip
+    raise VideoWriteError(
+        f"The frames have an alpha channel (RGBA), which {fmt.name} cannot keep. Choose a format that keeps it: "
+        f"{', '.join(alpha_formats(bit_depth)).replace('prores-mov', 'prores-mov (ProRes 4444)')}; or drop the alpha first "
+        "(core's 'Split Image with Alpha')."
+    )
 
 
 def write_video(
@@ -381,7 +425,8 @@ def write_video(
     """Write `frames` to `path` and return the path written (a folder for "png").
 
     frames: [N, H, W, 3] float in [0, 1] or uint8 (tensor or array), or an iterator of such chunks.
-        1-channel frames are written as grey RGB and a 4th (alpha) channel is dropped, with a log line.
+        1-channel frames are written as grey RGB. RGBA frames [N, H, W, 4] keep their alpha in the formats that can
+        (png, webp, prores-mov as ProRes 4444, vp9-webm, ffv1-mkv: `alpha_formats`); the others refuse them.
     fps: frames per second, any number in (0, 1000]; stored as an exact rational.
     format: one of FORMATS (h264-mp4, h265-mp4, vp9-webm, prores-mov, ffv1-mkv, gif, webp, png).
     quality: 0-100, higher is better and larger (default 80); see the table in _CODEC_ARGS.
@@ -394,6 +439,8 @@ def write_video(
     folder = target.parent
 
     source = _FrameSource(frames, high_bit_depth=bit_depth > 8, even_size=fmt.even_size)
+    if source.alpha:
+        check_alpha(fmt, bit_depth)
     with tempfile.TemporaryDirectory(prefix="wan_vae_") as work:  # audio and metadata inputs for ffmpeg
         work = Path(work)
         partials.remove_stale(folder)  # what killed writers left here
@@ -441,11 +488,12 @@ def _run_ffmpeg(source: _FrameSource, fmt: VideoFormat, rate: Fraction, quality:
 
     video_out = partial.with_name(partial.name + ".video" + fmt.extension) if with_audio else partial
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", "rgb48le" if source.high else "rgb24", "-s", f"{width}x{height}",
+           "-f", "rawvideo", "-pix_fmt", ("rgba64le" if source.high else "rgba") if source.alpha else ("rgb48le" if source.high else "rgb24"),
+           "-s", f"{width}x{height}",
            "-r", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]  # fmt: skip
     if metadata and not with_audio:
         cmd += ["-f", "ffmetadata", "-i", str(work / "metadata.txt"), "-map_metadata", "1"]
-    cmd += (["-map", "0:v"] if fmt.name != "gif" else []) + fmt.video_args(quality, bit_depth)
+    cmd += (["-map", "0:v"] if fmt.name != "gif" else []) + fmt.video_args(quality, bit_depth, source.alpha)
     if fmt.yuv:
         # setparams tags the frames themselves: ffmpeg 9 takes primaries and transfer from the frames, and
         # output options alone left them "unknown" (seen in a real ComfyUI run).

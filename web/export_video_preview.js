@@ -13,6 +13,9 @@ const NODES = ["ExportVideo", "WanDecodeToVideo"];
 const WIDGET = "wan_video_preview";
 const IMAGE_FORMATS = ["gif", "webp"]; // animated images: an <img> plays them
 const CORE_IMAGE_WIDGET = "$$canvas-image-preview"; // the classic view's picture of node.imgs (1.27 to 1.58)
+// RGBA videos (an RGBA VAE's) over a checkerboard, as image editors show transparency
+const CHECKERBOARD =
+  "background:repeating-conic-gradient(#808080 0% 25%,#b0b0b0 0% 50%) 50% / 16px 16px";
 
 function viewUrl(info, filename = info.filename, subfolder = info.subfolder) {
   const query = new URLSearchParams({ filename, subfolder: subfolder ?? "", type: info.type ?? "output" });
@@ -74,7 +77,8 @@ function render(node, info) {
   box.replaceChildren();
   const media = player(info);
   if (media) {
-    media.style.cssText = "width:100%;min-height:0;flex:1 1 auto;object-fit:contain;border-radius:4px";
+    media.style.cssText =
+      "width:100%;min-height:0;flex:1 1 auto;object-fit:contain;border-radius:4px" + (info.alpha ? `;${CHECKERBOARD}` : "");
     media.title = info.filename;
     box.appendChild(media);
   }
