@@ -4,6 +4,7 @@ from .decode import WanDecodeLatents
 from .decode_to_video import WanDecodeToVideo
 from .encode import WanEncode
 from .core_vae import WanVAEForCoreNodes
+from .vae_for_wrapper import WanVAEForWanVideoWrapper
 from .export import ExportVideo, clean_output_folder
 from .load_latent import LoadWanLatent
 from .load_vae import LoadWanVAE
@@ -17,6 +18,7 @@ NODE_CLASS_MAPPINGS = {
     "WanDecodeToVideo": WanDecodeToVideo,
     "WanEncode": WanEncode,
     "WanVAEForCoreNodes": WanVAEForCoreNodes,
+    "WanVAEForWanVideoWrapper": WanVAEForWanVideoWrapper,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadWanVAE": "Load Wan VAE",
@@ -26,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "WanDecodeToVideo": "Wan Decode to Video",
     "WanEncode": "Wan Encode",
     "WanVAEForCoreNodes": "Wan VAE for Core Nodes",
+    "WanVAEForWanVideoWrapper": "Wan VAE for WanVideoWrapper",
 }
 
 clean_output_folder()  # partial files of runs that were killed (a crashed ComfyUI) go when the pack loads

@@ -21,7 +21,7 @@ import torch
 from ..wan_vae import CheckpointError, Options, WanVAE
 from ..wan_vae.tiling import MIN_TILE_CELLS
 from . import comfy_host
-from .decode import DECODE_INPUTS, decode_planned
+from .decode import DECODE_INPUTS, decode_planned, pixels_per_cell
 from .encode import encode_planned
 from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
 
@@ -50,8 +50,8 @@ class WanVAEForCoreNodes:
     def INPUT_TYPES(cls):
         return {"required": {
             "vae": DECODE_INPUTS["vae"][:1] + ({"tooltip": (
-                "Core Load VAE's VAE (wan_2.1_vae / wan2.2_vae), or the full Wan VAE from Load Wan VAE "
-                "(its precision and device are kept).")},),
+                "Core Load VAE's VAE (wan_2.1_vae / wan2.2_vae), or the full Wan VAE from Load Wan VAE (its precision and "
+                "device are kept) or from kijai's WanVideo VAE Loader.")},),
             "tiling": DECODE_INPUTS["tiling"][:1] + ({"default": "auto", "tooltip": (
                 "For the core nodes' encodes and decodes. Tiles give exactly the untiled result; they only trade "
                 "time for memory. auto: the fewest tiles that fit in what ComfyUI frees. on: tiles of at most "
@@ -69,7 +69,7 @@ class WanVAEForCoreNodes:
                 f"needs the full Wan {wan.version} VAE (wan_2.1_vae / wan2.2_vae). The tiny decoder can still decode "
                 "in Wan Decode Latents and Wan Decode to Video."
             )
-        core = vae if not isinstance(vae, LoadedWanVAE) else _core_vae_for(wan)
+        core = vae if comfy_host.is_core_vae(vae) else _core_vae_for(wan)  # Load Wan VAE's or WanVideoWrapper's: made once
         comfy_host.check_core_vae(core)
         options = Options.from_widgets("raw", tiling, tile_size, 0, frames_per_chunk, loaded.devices)  # core's latents are raw
         return (exact_copy(core, loaded, options),)
@@ -85,7 +85,15 @@ def _core_vae_for(wan: WanVAE):
             f"(it builds the standard Wan {wan.version} VAE). Load the standard VAE file here; the pack's own Wan "
             "Encode and Wan Decode nodes take this one."
         )
-    core = _CORE_FOR[wan] = comfy_host.core_vae_from_weights(wan.model.state_dict())
+    try:
+        core = comfy_host.core_vae_from_weights(wan.model.state_dict())
+    except RuntimeError as e:  # core of 0.3.64 builds RGB VAEs only: an RGBA or upscale head does not fit it
+        raise CheckpointError(
+            f"This ComfyUI ({comfy_host.comfyui_version()}) cannot hold {wan.title} in its own VAE object ({str(e)[:160]}...); "
+            "ComfyUI releases after 0.3.64 read the channels from the file. Until then wire Load Wan VAE straight to "
+            "Wan Decode Latents, Wan Decode to Video and Wan Encode, which take this file."
+        ) from None
+    _CORE_FOR[wan] = core
     return core
 
 
@@ -113,7 +121,7 @@ class ExactMethods:
 
     def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
         # tile_x / tile_y in latent cells and tile_t in latent frames (VAE Decode (Tiled)); overlaps are not needed
-        return self._wan_decode(samples, self._tiled(tile_x, tile_y, self.wan_loaded.vae.spatial_scale, tile_t))
+        return self._wan_decode(samples, self._tiled(tile_x, tile_y, self.wan_loaded.vae.output_scale, tile_t, "decode"))
 
     def encode(self, pixel_samples, not_video=None):
         return self._wan_encode(pixel_samples, self.wan_options, not_video)
@@ -121,11 +129,11 @@ class ExactMethods:
     def encode_tiled(self, pixel_samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None, not_video=None):
         # tile_x / tile_y in pixels and tile_t in frames (VAE Encode (Tiled)): 4 frames make a latent frame
         chunk = None if tile_t is None else (tile_t + 3) // 4
-        return self._wan_encode(pixel_samples, self._tiled(tile_x, tile_y, 1, chunk), not_video)
+        return self._wan_encode(pixel_samples, self._tiled(tile_x, tile_y, 1, chunk, "encode"), not_video)
 
-    def _tiled(self, tile_x, tile_y, scale: int, chunk: int | None) -> Options:
+    def _tiled(self, tile_x, tile_y, scale: int, chunk: int | None, what: str) -> Options:
         options, sizes = self.wan_options, [n * scale for n in (tile_x, tile_y) if n]
-        smallest = MIN_TILE_CELLS * self.wan_loaded.vae.spatial_scale
+        smallest = MIN_TILE_CELLS * pixels_per_cell(self.wan_loaded.vae, what)
         if sizes:
             options = dataclasses.replace(options, tiling="on", tile_size=max(min(sizes), smallest))
         if chunk:
@@ -149,7 +157,7 @@ class ExactMethods:
     def _wan_encode(self, pixels: torch.Tensor, options: Options, not_video) -> torch.Tensor:
         """Core's IMAGE [N, H, W, 3] (one video, or with not_video N single frames) or videos [B, F, H, W, 3] to raw
         latents [B, C, T, h, w], cropped as core crops and cut to 1 + 4k frames as core's encoder does."""
-        pixels = self.vae_encode_crop_pixels(pixels)[..., :3]
+        pixels = self.vae_encode_crop_pixels(pixels)[..., : self.wan_loaded.vae.in_channels]  # RGB into RGBA: alpha 1
         if pixels.dim() == 4:
             single = getattr(self, "not_video", False) if not_video is None else not_video
             pixels = pixels.unsqueeze(1) if single else pixels.unsqueeze(0)

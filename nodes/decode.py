@@ -20,15 +20,17 @@ from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
 
 log = logging.getLogger("wan_vae")
 
+LATENT_SPACES = ["auto", "raw", "normalized"]  # auto first: the default of a new node (saved ones keep theirs)
+
 DECODE_INPUTS = {
-    "vae": ("WAN_VAE,VAE", {"tooltip": (
-        "From Load Wan VAE, or core Load VAE's VAE (the one WanImageToVideo also takes): the Wan 2.1 VAE for "
-        "16-channel latents, the Wan 2.2 VAE for 48, or a tiny decoder (taew2_1, lighttaew2_2, ...) from Load Wan VAE.")}),
+    "vae": ("WAN_VAE,VAE,WANVAE", {"tooltip": (
+        "From Load Wan VAE, core Load VAE (the VAE WanImageToVideo also takes) or kijai's WanVideo VAE Loader: the Wan 2.1 "
+        "VAE for 16-channel latents, the Wan 2.2 VAE for 48, their variants, or a tiny decoder (taew2_1, lighttaew2_2, ...).")}),
     "samples": ("LATENT", {"tooltip": "Video latents from a sampler (or Load Latent)."}),
-    "latent_space": (["raw", "normalized"], {"default": "raw", "tooltip": (
-        "raw: latents from ComfyUI samplers (KSampler and friends). normalized: latents from diffusers "
-        "pipelines or kijai's WanVideoWrapper, which scale them by the VAE's mean/std. Washed-out or "
-        "noisy colours mean the other setting.")}),
+    "latent_space": (LATENT_SPACES, {"default": "auto", "tooltip": (
+        "auto: the latents of the VAE's own samplers: normalized with kijai's WanVideo VAE Loader (WanVideoSampler's "
+        "latents are), raw otherwise (KSampler and the other ComfyUI samplers). raw / normalized say it yourself: "
+        "normalized for diffusers pipelines and WanVideoWrapper latents. Washed-out or noisy colours mean the other setting.")}),
     "tiling": (["auto", "off", "on"], {"default": "auto", "tooltip": (
         "Tiles give exactly the same frames as no tiles; they only trade time for memory. "
         "auto: the fewest tiles that fit in free memory (none if the whole frame fits). "
@@ -76,16 +78,32 @@ class WanDecodeLatents:
 
 
 def video_latents(samples: dict) -> torch.Tensor:
-    """The LATENT's tensor as video latents [B, C, T, h, w]; image latents [B, C, h, w] are one frame each."""
+    """The LATENT's tensor as video latents [B, C, T, h, w]; image latents [B, C, h, w] are one frame each. A LATENT from
+    kijai's WanVideoSampler may carry a reference frame in front (`has_ref`), a frame to drop at the end (`drop_last`) or
+    an end image's frame (`end_image`): these are cut as its WanVideoDecode cuts them."""
     latents = samples["samples"]
-    return latents.unsqueeze(2) if latents.dim() == 4 else latents
+    latents = latents.unsqueeze(2) if latents.dim() == 4 else latents
+    if latents.dim() == 5:
+        first = 1 if samples.get("has_ref") else 0
+        last = latents.shape[2] - (1 if samples.get("drop_last") else 0) - (1 if samples.get("end_image") is not None else 0)
+        if (first, last) != (0, latents.shape[2]) and last > first:
+            latents = latents[:, :, first:last]
+        if samples.get("looped"):
+            log.warning("Wan Decode: this WanVideoSampler LATENT is looped; it is decoded as it is (WanVideoDecode blends its ends)")
+    return latents
 
 
-def run_decode(vae: LoadedWanVAE, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, work: Work):
+def latent_space(choice: str, vae: LoadedWanVAE) -> str:
+    """"raw" or "normalized" for the latent_space widget: auto is what the VAE's own samplers give."""
+    return vae.sampled_space if choice == "auto" else choice
+
+
+def run_decode(vae: LoadedWanVAE, samples, latent_space_choice, tiling, tile_size, tile_overlap, frames_per_chunk, work: Work):
     """work(...) with the node's options on the node's device: room made in ComfyUI's memory first, the progress
     bar, previews and Stop wired, one retry with smaller tiles on out-of-memory, and the VAE put back after."""
     vae = as_wan_vae(vae)
-    options = Options.from_widgets(latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, vae.devices)
+    options = Options.from_widgets(latent_space(latent_space_choice, vae), tiling, tile_size, tile_overlap, frames_per_chunk,
+                                   vae.devices)  # fmt: skip
     return decode_planned(vae, video_latents(samples), options, work)
 
 
@@ -94,7 +112,7 @@ def decode_planned(vae: LoadedWanVAE, latents: torch.Tensor, options: Options, w
     if not isinstance(vae.vae, WanVAE):  # a tiny decoder: a few hundred MB, no tiles
         comfy_host.make_room(vae.device, TINY_DECODER_BYTES)
     elif latents.dim() == 5 and latents.shape[1] == vae.vae.latent_channels:  # else the decoder says what is wrong
-        h, w = latents.shape[-2] * vae.vae.spatial_scale, latents.shape[-1] * vae.vae.spatial_scale
+        h, w = latents.shape[-2] * vae.vae.output_scale, latents.shape[-1] * vae.vae.output_scale
         options = fit_to_memory(vae, options, functools.partial(estimate_peak_bytes, vae.vae, h, w), "decode")
     return run_planned(vae, latents, options, work, "decode")
 
@@ -106,7 +124,7 @@ def fit_to_memory(vae: LoadedWanVAE, options: Options, estimate: Callable[..., i
     free = comfy_host.make_room(device, estimate(options.frames_per_chunk, options.tile_size if options.tiling == "on" else None))
     if options.tiling != "auto":
         return options
-    smallest = MIN_TILE_CELLS * wan.spatial_scale
+    smallest = MIN_TILE_CELLS * pixels_per_cell(wan, what)
     if free < estimate(1, smallest):
         log.warning("Wan %s: only %.1f GiB free on %s; trying the smallest tiles (%d px) anyway", what, free / 2**30, device, smallest)
         return dataclasses.replace(options, tiling="on", tile_size=smallest, frames_per_chunk=1)
@@ -122,7 +140,7 @@ def run_planned(vae: LoadedWanVAE, data: torch.Tensor, options: Options, work: W
         try:
             return _attempt(work, wan, data, options)
         except Exception as error:
-            retry = _retry_options(wan, options, error)
+            retry = _retry_options(wan, options, error, what)
             if retry is None:
                 raise
             log.warning("Wan %s ran out of memory on %s (%s); retrying once with %d px tiles", what, device, error, retry.tile_size)
@@ -135,9 +153,15 @@ def run_planned(vae: LoadedWanVAE, data: torch.Tensor, options: Options, work: W
         comfy_host.release_memory()
 
 
-def _retry_options(wan: WanVAE, options: Options, error: Exception) -> Options | None:
+def pixels_per_cell(wan, what: str) -> int:
+    """What `tile_size` counts per latent cell: decoded pixels for a decode (an upscale decoder's are s times more),
+    the video's pixels for an encode."""
+    return wan.output_scale if what == "decode" else wan.spatial_scale
+
+
+def _retry_options(wan: WanVAE, options: Options, error: Exception, what: str) -> Options | None:
     """Smaller tiles for the one retry after running out of memory; None if this was not that, or tiles are already smallest."""
-    smallest_retry = 2 * MIN_TILE_CELLS * wan.spatial_scale
+    smallest_retry = 2 * MIN_TILE_CELLS * pixels_per_cell(wan, what)
     if not comfy_host.is_out_of_memory(error) or options.tiling == "on" and options.tile_size <= smallest_retry:
         return None
     size = max(options.tile_size // 2, smallest_retry) if options.tiling == "on" else min(options.tile_size, 512)

@@ -9,7 +9,8 @@ import torch
 from ..wan_vae import LatentError, Options, WanVAE
 from ..wan_vae.encode_memory import estimate_peak_bytes
 from ..wan_vae.inputs import centre_crop
-from .decode import DECODE_INPUTS, fit_to_memory, run_planned
+from .decode import DECODE_INPUTS, LATENT_SPACES, fit_to_memory, run_planned
+from .decode import latent_space as resolve_space
 from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
 
 
@@ -33,9 +34,10 @@ class WanEncode:
                 "From Load Wan VAE, or core Load VAE's VAE: the full Wan 2.1 or Wan 2.2 VAE (tiny decoders have no encoder).")},),
             "images": ("IMAGE", {"tooltip": "The video's frames, one video: 1 + 4k frames (81, 49, 1, ...) whose size is a "
                                             "multiple of 8 px (16 px for Wan 2.2), or turn trim on."}),
-            "latent_space": (["raw", "normalized"], {"default": "raw", "tooltip": (
-                "raw: for ComfyUI samplers and core nodes. normalized: for diffusers pipelines and kijai's "
-                "WanVideoWrapper, which scale latents by the VAE's mean/std.")}),
+            "latent_space": (LATENT_SPACES, {"default": "auto", "tooltip": (
+                "auto: what the VAE's own samplers take: normalized with kijai's WanVideo VAE Loader, raw otherwise. raw: "
+                "for ComfyUI samplers and core nodes. normalized: for diffusers pipelines and kijai's WanVideoWrapper, which "
+                "scale latents by the VAE's mean/std.")}),
             "tiling": DECODE_INPUTS["tiling"][:1] + ({"default": "auto", "tooltip": (
                 "Tiles give exactly the same latents as no tiles; they only trade time for memory. auto: the fewest "
                 "tiles that fit in free memory. on: tiles of at most tile_size. off: never tile.")},),
@@ -56,7 +58,8 @@ class WanEncode:
             raise LatentError(f"{wan.title} is a decoder only: encoding needs the full Wan {wan.version} VAE "
                               "(wan_2.1_vae / wan2.2_vae). It can still decode what the full VAE encodes.")  # fmt: skip
         frames = _trimmed(images, wan.spatial_scale) if trim else images
-        options = Options.from_widgets(latent_space, tiling, tile_size, frames_per_chunk=frames_per_chunk, devices=vae.devices)
+        options = Options.from_widgets(resolve_space(latent_space, vae), tiling, tile_size, frames_per_chunk=frames_per_chunk,
+                                       devices=vae.devices)  # fmt: skip
         try:
             latents = encode_planned(vae, frames, options)
         except LatentError as e:
@@ -66,15 +69,17 @@ class WanEncode:
         return ({"samples": latents.float().cpu()},)
 
 
-def encode_planned(vae: LoadedWanVAE, frames: torch.Tensor, options: Options) -> torch.Tensor:
-    """Encode frames [F, H, W, 3] with the node's care: room made in ComfyUI's memory (tiling auto planned for what
-    is then free), progress, Stop and the one out-of-memory retry (nodes/decode.py)."""
-    if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[0] > 0:
-        h, w = frames.shape[1:3]
+def encode_planned(vae: LoadedWanVAE, frames: torch.Tensor, options: Options, strict_range: bool = True) -> torch.Tensor:
+    """Encode frames [F, H, W, C] in [0, 1] (or a video [B, C, F, H, W] in [-1, 1]) with the node's care: room made in
+    ComfyUI's memory (tiling auto planned for what is then free), progress, Stop and the one out-of-memory retry
+    (nodes/decode.py). `strict_range=False` encodes values outside the range as the reference does (WanVideoWrapper's
+    noise augmentation makes them)."""
+    if isinstance(frames, torch.Tensor) and frames.dim() in (4, 5) and frames.numel() > 0:
+        h, w = frames.shape[1:3] if frames.dim() == 4 else frames.shape[-2:]  # IMAGE [F, H, W, C], or a video [B, C, F, H, W]
         options = fit_to_memory(vae, options, functools.partial(estimate_peak_bytes, vae.vae, h, w), "encode")
 
     def work(wan, frames, options, wired):
-        return wan.encode(frames, options=options, progress=wired["progress"], cancel=wired["cancel"])
+        return wan.encode(frames, options=options, progress=wired["progress"], cancel=wired["cancel"], strict_range=strict_range)
 
     return run_planned(vae, frames, options, work, "encode")
 

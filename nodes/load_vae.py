@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass
 
 import torch
 
 from ..wan_vae import CheckpointError, WanVAE, load_vae
-from . import comfy_host
+from . import comfy_host, wrapper_vae
+
+log = logging.getLogger("wan_vae")
 
 CATEGORY = "Wan VAE"
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
@@ -22,6 +25,7 @@ class LoadedWanVAE:
     vae: WanVAE
     device: torch.device
     devices: list[torch.device] | None = None  # "all gpus" on a machine with several: tiles spread over them
+    sampled_space: str = "raw"  # the latents the VAE's own samplers give ("normalized": WanVideoWrapper's); latent_space auto
 
     def __repr__(self) -> str:
         where = ", ".join(map(str, self.devices)) if self.devices else self.device
@@ -33,8 +37,10 @@ class LoadWanVAE:
     DESCRIPTION = (
         "Loads a Wan VAE from ComfyUI/models/vae: the Wan 2.1 VAE (wan_2.1_vae.safetensors: Wan 2.1, Wan 2.2 14B, "
         "Qwen-Image) or the Wan 2.2 VAE (wan2.2_vae.safetensors: Wan 2.2 TI2V-5B). Original, ComfyUI and diffusers "
-        "files in fp32, fp16 or bf16 all load, and the fast lossy ones: LightX2V's LightVAE (lightvaew2_1) and the "
-        "tiny decoders taew2_1, taew2_2, lighttaew2_1, lighttaew2_2. Anything else is refused with what it is."
+        "files in fp32, fp16 or bf16 all load (Qwen-Image's diffusers VAE too), and the variants: spacepxl's 2x upscale "
+        "decoder (Wan2.1_VAE_upscale2x: twice the pixels at no extra decode cost), Qwen-Image-Layered's RGBA VAE, "
+        "decoder-only fine-tunes; and the fast lossy ones: LightX2V's LightVAE (lightvaew2_1) and the tiny decoders "
+        "taew2_1, taew2_2, lighttaew2_1, lighttaew2_2. Anything else is refused with what it is."
     )
     RETURN_TYPES = ("WAN_VAE",)
     RETURN_NAMES = ("wan_vae",)
@@ -46,8 +52,9 @@ class LoadWanVAE:
         return {
             "required": {
                 "vae_name": (comfy_host.vae_filenames(), {"tooltip": (
-                    "A file in ComfyUI/models/vae: wan_2.1_vae / wan2.2_vae, or a fast lossy one (lightvaew2_1, "
-                    "taew2_1, taew2_2, lighttaew2_1, lighttaew2_2).")}),
+                    "A file in ComfyUI/models/vae: wan_2.1_vae / wan2.2_vae / qwen_image_vae, a 2x upscale decoder, the "
+                    "RGBA VAE of Qwen-Image-Layered, or a fast lossy one (lightvaew2_1, taew2_1, taew2_2, lighttaew2_1, "
+                    "lighttaew2_2). The console says what the file turned out to be.")}),
                 "precision": (PRECISIONS, {"default": "auto", "tooltip": (
                     "auto: bf16 on GPUs that support it, fp32 on the CPU. bf16/fp16 run the heavy convolutions "
                     "in half precision and the rest in fp32: faster and smaller, within 1% of fp32. "
@@ -64,29 +71,50 @@ class LoadWanVAE:
         targets = comfy_host.compute_devices(device)
         dtype = comfy_host.compute_dtype(precision, targets[0])
         vae = load_vae(comfy_host.vae_file(vae_name), device=comfy_host.offload_device(), dtype=dtype)
-        return (LoadedWanVAE(vae, targets[0], targets if len(targets) > 1 else None),)
+        loaded = LoadedWanVAE(vae, targets[0], targets if len(targets) > 1 else None)
+        log.info("Load Wan VAE: %s: %s", vae_name, loaded)
+        return (loaded,)
 
 
-# Core VAEs already turned into ours, for as long as ComfyUI keeps them (the weights are shared, not copied).
+# Core's and WanVideoWrapper's VAEs already turned into ours, for as long as they live (the weights are shared, not copied).
 _FROM_CORE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def as_wan_vae(vae) -> LoadedWanVAE:
-    """What a decode node's `vae` input got: Load Wan VAE's WAN_VAE as it is, or core Load VAE's VAE holding a Wan VAE,
-    turned into ours once from its weights (no second read of the file) and decoding where Load Wan VAE's auto would."""
+    """What a node's `vae` input got, as ours: Load Wan VAE's WAN_VAE as it is; core Load VAE's VAE holding a Wan VAE, or
+    kijai's WanVideoWrapper's WANVAE, turned into ours once from its weights (no second read of the file, no copy of the
+    weights) and decoding where Load Wan VAE's auto would, in the precision the wrapper's VAE was loaded in."""
     if isinstance(vae, LoadedWanVAE):
         return vae
-    if isinstance(getattr(vae, "wan_loaded", None), LoadedWanVAE):  # Wan VAE for Core Nodes' VAE: the one it runs
+    if isinstance(getattr(vae, "wan_loaded", None), LoadedWanVAE):  # Wan VAE for Core Nodes' / WanVideoWrapper's: the one it runs
         return vae.wan_loaded
-    weights, held = comfy_host.core_vae_weights(vae)  # checks what it is; the weights are not copied
-    cached = _FROM_CORE.get(vae)
-    if cached is None:
-        device = comfy_host.compute_device("auto")
-        try:
-            wan = load_vae(weights, device=comfy_host.offload_device(), dtype=comfy_host.compute_dtype("auto", device),
-                           name="core Load VAE's VAE")  # fmt: skip
-        except CheckpointError as e:
-            raise CheckpointError(f"{e} It holds {held}. Wan Decode takes the Wan 2.1 or Wan 2.2 VAE (or Load Wan VAE's "
-                                  "tiny decoders); decode this one with core VAE Decode.") from None  # fmt: skip
-        cached = _FROM_CORE[vae] = LoadedWanVAE(wan, device)
+    cached = _FROM_CORE.get(vae) if _weakrefable(vae) else None
+    if cached is not None:
+        return cached
+    device = comfy_host.compute_device("auto")
+    if wrapper_vae.is_wrapper_vae(vae):
+        weights, dtype, name = wrapper_vae.wrapper_weights(vae)  # refuses a class or version it does not know
+        wan = _load(weights, name, dtype, f"WanVideoWrapper's {type(vae).__name__}", "the wrapper's own nodes")
+        cached = LoadedWanVAE(wan, device, sampled_space="normalized")  # its sampler's latents are normalized
+    else:
+        weights, held = comfy_host.core_vae_weights(vae)  # checks what it is; the weights are not copied
+        cached = LoadedWanVAE(_load(weights, "core Load VAE's VAE", comfy_host.compute_dtype("auto", device), held, "core VAE Decode"),
+                              device)  # fmt: skip
+    _FROM_CORE[vae] = cached
     return cached
+
+
+def _load(weights: dict, name: str, dtype: torch.dtype, held: str, instead: str) -> WanVAE:
+    try:
+        return load_vae(weights, device=comfy_host.offload_device(), dtype=dtype, name=name)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} It holds {held}. The Wan nodes take the Wan 2.1 or Wan 2.2 VAE and their variants (or "
+                              f"the tiny decoders); decode this one with {instead}.") from None  # fmt: skip
+
+
+def _weakrefable(obj) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True

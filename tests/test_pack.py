@@ -17,7 +17,8 @@ from wan_vae.config import CONFIGS
 from wan_vae.latents import write_latent_file
 
 PACK = Path(__file__).resolve().parents[1]
-NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode", "WanVAEForCoreNodes")
+NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode", "WanVAEForCoreNodes",
+         "WanVAEForWanVideoWrapper")  # fmt: skip
 # Widget names in order: saved workflows store widgets_values by position, so this order is a public contract.
 WIDGET_ORDER = {
     "LoadWanVAE": ["vae_name", "precision", "device"],
@@ -28,6 +29,7 @@ WIDGET_ORDER = {
                          "filename_prefix", "save_metadata", "bit_depth", "save_latent"],
     "WanEncode": ["latent_space", "tiling", "tile_size", "frames_per_chunk", "trim"],
     "WanVAEForCoreNodes": ["tiling", "tile_size", "frames_per_chunk"],
+    "WanVAEForWanVideoWrapper": ["tiling", "tile_size", "frames_per_chunk"],
 }
 
 
@@ -100,7 +102,7 @@ def test_export_node_takes_the_hidden_prompt_and_workflow(pack):
 
 # Core nodes of the official-style graph in example_workflows/wan21_i2v_core_nodes.json (checked in real ComfyUI).
 CORE_NODES_IN_EXAMPLES = ("UNETLoader", "CLIPLoader", "VAELoader", "CLIPVisionLoader", "LoadImage", "CLIPTextEncode", "CLIPVisionEncode",
-                          "WanImageToVideo", "ModelSamplingSD3", "KSampler", "VAEDecode", "CreateVideo", "SaveVideo")  # fmt: skip
+                          "WanImageToVideo", "ModelSamplingSD3", "KSampler", "VAEDecode", "CreateVideo", "SaveVideo", "SaveImage")  # fmt: skip
 MODEL_LOADERS = {"LoadWanVAE": "vae", "VAELoader": "vae", "UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders",
                  "CLIPVisionLoader": "clip_vision"}  # fmt: skip
 
@@ -123,7 +125,7 @@ def test_every_example_workflow_is_valid(pack, folders):
             assert [m["name"] for m in models] == [loader["widgets_values"][0]]
             assert all(m["directory"] == MODEL_LOADERS[loader["type"]] and m["url"].startswith("https://") for m in models)
             hinted |= {m["name"] for m in models if m["directory"] == "vae"}
-    assert hinted == {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors"}
+    assert hinted == {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors", "Wan2.1_VAE_upscale2x_imageonly_real_v1.safetensors"}
 
 
 @pytest.mark.parametrize("path", sorted((PACK / "tests" / "workflows" / "v0.1").glob("*.json")), ids=lambda p: p.stem)
@@ -369,7 +371,7 @@ def test_core_vaes_that_are_not_wan_say_what_they_are(pack, folders):
     with pytest.raises(pack.lib.CheckpointError, match=r"core Load VAE's VAE: This is not a Wan VAE: it looks like an image VAE .* "
                                                        r"It holds comfy.ldm.models.autoencoder.AutoencoderKL"):  # fmt: skip
         decode(pack, sdxl, latents("2.1"))
-    with pytest.raises(TypeError, match="vae must be a WAN_VAE from Load Wan VAE or a VAE from Load VAE, not str"):
+    with pytest.raises(TypeError, match="vae must be a WAN_VAE from Load Wan VAE, a VAE from Load VAE or a WANVAE from WanVideo VAE Loader, not str"):
         decode(pack, "wan_2.1_vae.safetensors", latents("2.1"))
 
 

@@ -188,10 +188,10 @@ def test_comfyui_registers_the_pack_s_nodes(comfy):
     _, info = _http(f"{comfy['url']}/object_info")
     ours = {name: node for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
     assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode",
-                         "WanVAEForCoreNodes"}
+                         "WanVAEForCoreNodes", "WanVAEForWanVideoWrapper"}
     assert ours["ExportVideo"]["output_node"] and ours["WanDecodeLatents"]["category"] == "Wan VAE"
     assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_real_size.safetensors", "wan_2.1_vae.safetensors"]
-    assert ours["WanDecodeLatents"]["input"]["required"]["vae"][0] == "WAN_VAE,VAE"
+    assert ours["WanDecodeLatents"]["input"]["required"]["vae"][0] == "WAN_VAE,VAE,WANVAE"
     log = (comfy["base"] / "comfyui.log").read_text()
     assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if PACK_NAME in line)
     _, extensions = _http(f"{comfy['url']}/extensions")
