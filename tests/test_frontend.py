@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from reference import latents
+from reference import latents, write_vae_file
 from test_real_comfyui import PACK, _http, comfy  # noqa: F401  (comfy: the server fixture)
 from wan_vae.latents import write_latent_file
 
@@ -153,7 +153,8 @@ def _overlaps(boxes):
 
 
 @pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
-@pytest.mark.parametrize("stem", ["wan21_latent_to_video", "wan22_5b_latent_to_video", "wan21_long_video", "wan21_i2v_core_nodes"])
+@pytest.mark.parametrize("stem", ["wan21_latent_to_video", "wan22_5b_latent_to_video", "wan21_long_video", "wan21_i2v_core_nodes",
+                                  "wan21_image_upscale2x", "wan21_video_upscale2x", "wan_wrapper_to_video"])  # fmt: skip
 def test_templates_lay_out_without_overlaps_before_and_after_a_run(comfy, browser, vue, stem, tmp_path):  # noqa: F811
     """No node (the Markdown note included) covers another, as loaded and after a run (the decode preview and the
     player grow the nodes), and after a run Wan Decode to Video shows its player only: no stale progress picture."""
@@ -167,10 +168,18 @@ def test_templates_lay_out_without_overlaps_before_and_after_a_run(comfy, browse
 
     Image.new("RGB", (832, 480), (90, 120, 150)).save(base / "input" / "example.png")
     workflow = json.loads((PACK / "example_workflows" / f"{stem}.json").read_text())
+    if "upscale2x" in stem:
+        write_vae_file(base / "models" / "vae" / "Wan2.1_VAE_upscale2x_imageonly_real_v1.safetensors", "2.1", out_channels=12)
+    if stem == "wan_wrapper_to_video":
+        if not os.environ.get("COMFYUI_WRAPPER"):
+            pytest.skip("set COMFYUI_WRAPPER to kijai's WanVideoWrapper: the template uses its VAE loader")
+        for node in workflow["nodes"]:  # its loader builds the real widths only
+            if node["type"] == "WanVideoVAELoader":
+                node["widgets_values"][0] = "wan_2.1_real_size.safetensors"
     runnable = stem != "wan21_i2v_core_nodes"  # the I2V graph needs the real 14B model
     if runnable:
         (latent,) = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadLatent"]
-        shape = (1, 6, 30, 52) if stem == "wan21_long_video" else (1, 3, 6, 10)  # long enough for a progress picture
+        shape = {"wan21_long_video": (1, 6, 30, 52), "wan21_image_upscale2x": (1, 1, 6, 10)}.get(stem, (1, 3, 6, 10))  # progress
         write_latent_file(base / "input" / latent, latents("2.2" if "22" in stem else "2.1", shape))
     page = _open(browser, comfy["url"], vue)
     page.evaluate("(wf) => app.loadGraphData(wf, true, true, 'layout-test')", workflow)

@@ -104,7 +104,9 @@ def test_export_node_takes_the_hidden_prompt_and_workflow(pack):
 CORE_NODES_IN_EXAMPLES = ("UNETLoader", "CLIPLoader", "VAELoader", "CLIPVisionLoader", "LoadImage", "CLIPTextEncode", "CLIPVisionEncode",
                           "WanImageToVideo", "ModelSamplingSD3", "KSampler", "VAEDecode", "CreateVideo", "SaveVideo", "SaveImage")  # fmt: skip
 MODEL_LOADERS = {"LoadWanVAE": "vae", "VAELoader": "vae", "UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders",
-                 "CLIPVisionLoader": "clip_vision"}  # fmt: skip
+                 "CLIPVisionLoader": "clip_vision", "WanVideoVAELoader": "vae"}  # fmt: skip
+# kijai's WanVideoWrapper's nodes in example_workflows/wan_wrapper_to_video.json (checked with the wrapper installed)
+WRAPPER_NODES_IN_EXAMPLES = ("WanVideoVAELoader",)
 
 
 def classes(pack):
@@ -117,7 +119,7 @@ def test_every_example_workflow_is_valid(pack, folders):
     for path in files:
         graph = json.loads(path.read_text())
         assert graph.get("version") == 0.4 and "nodes" in graph and "links" in graph, f"{path.name} is not UI format"
-        check_ui_workflow(graph, classes(pack), core=CORE_NODES_IN_EXAMPLES)
+        check_ui_workflow(graph, classes(pack), core=CORE_NODES_IN_EXAMPLES + WRAPPER_NODES_IN_EXAMPLES)
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
         for loader in (n for n in graph["nodes"] if n["type"] in MODEL_LOADERS):
             models = loader["properties"]["models"]

@@ -117,6 +117,8 @@ def _prepare(base: Path) -> None:
     write_vae_file(base / "models" / "vae" / "wan_2.1_real_size.safetensors", "2.1", real=True)  # core needs real widths
     if os.environ.get("COMFYUI_WAN22_REAL"):  # 1.4 GB: only for the Wan22ImageToVideoLatent test
         write_vae_file(base / "models" / "vae" / "wan2.2_real_size.safetensors", "2.2", real=True)
+    if os.environ.get("COMFYUI_WRAPPER"):  # kijai's WanVideoWrapper beside the pack (tests/test_real_wrapper.py)
+        (base / "custom_nodes" / "ComfyUI-WanVideoWrapper").symlink_to(Path(os.environ["COMFYUI_WRAPPER"]).resolve(), target_is_directory=True)
     probe = base / "custom_nodes" / "wan_test_probe"
     probe.mkdir()
     (probe / "__init__.py").write_text(PROBE_PACK)

@@ -10,7 +10,6 @@ measured table (README, docs/wrapper.md).
 
 import os
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,8 +28,7 @@ VAE = "wan_2.1_real_size.safetensors"
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_wrapper")
-    real._prepare(base)
-    (base / "custom_nodes" / "ComfyUI-WanVideoWrapper").symlink_to(Path(WRAPPER).resolve(), target_is_directory=True)
+    real._prepare(base)  # links the wrapper too (COMFYUI_WRAPPER)
     proc, url = real._start(base)
     try:
         yield {"url": url, "base": base, "pid": proc.pid}
