@@ -130,7 +130,7 @@ class Models:
 
 
 def _original(sd: dict, version: str) -> dict:
-    from wan_vae.checkpoint import diffusers_to_original
+    from wan_vae.key_names import diffusers_to_original
     from wan_vae.config import CONFIGS
 
     names = diffusers_to_original(sd, CONFIGS[version])

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..wan_vae import FORMATS, VideoWriteError, partials, write_video
-from ..wan_vae.writer import DEFAULT_QUALITY, MAX_FPS, available_formats, check_output
+from ..wan_vae.formats import DEFAULT_QUALITY, available_formats
+from ..wan_vae.writer import MAX_FPS, check_output
 from . import comfy_host
 from .load_vae import CATEGORY
 

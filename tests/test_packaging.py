@@ -41,23 +41,25 @@ def test_registry_metadata():
     assert "Apache License" in (ROOT / "LICENSE").read_text()[:200] and "Version 2.0" in (ROOT / "LICENSE").read_text()[:300]
 
 
-def test_the_readme_documents_every_node_input_and_format():
+def test_the_docs_document_every_node_input_and_format():
     import importlib.util
 
     readme = (ROOT / "README.md").read_text()
+    nodes = (ROOT / "docs" / "nodes.md").read_text()
     spec = importlib.util.spec_from_file_location("pack_for_docs", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     pack = importlib.util.module_from_spec(spec)
     sys.modules["pack_for_docs"] = pack
     spec.loader.exec_module(pack)
     for name, cls in pack.NODE_CLASS_MAPPINGS.items():
-        assert pack.NODE_DISPLAY_NAME_MAPPINGS[name].split(" (")[0] in readme
+        display = pack.NODE_DISPLAY_NAME_MAPPINGS[name].split(" (")[0]
+        assert display in readme and f"## {display}" in nodes, f"{display}: not in the README's list or without a section in docs/nodes.md"
         types = cls.INPUT_TYPES()
         for input_name in {**types.get("required", {}), **types.get("optional", {})}:
-            assert f"`{input_name}`" in readme, f"README does not document {name}.{input_name}"
-    from wan_vae.writer import FORMATS
+            assert f"`{input_name}`" in nodes, f"docs/nodes.md does not document {name}.{input_name}"
+    from wan_vae.formats import FORMATS
 
     for fmt in FORMATS:
-        assert f"`{fmt}`" in readme
+        assert f"`{fmt}`" in nodes
 
 
 def run_script(*args, timeout=300):
@@ -66,9 +68,9 @@ def run_script(*args, timeout=300):
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
-def test_the_readme_tiling_table_is_what_memory_table_prints():
+def test_the_tiling_page_s_estimate_table_is_what_memory_table_prints():
     printed = run_script("benchmarks/memory_table.py").stdout.strip().splitlines()
-    readme = (ROOT / "README.md").read_text().splitlines()
+    readme = (ROOT / "docs" / "tiling.md").read_text().splitlines()
     start = readme.index(printed[0])
     assert readme[start : start + len(printed)] == printed
 
@@ -79,14 +81,14 @@ def test_benchmark_scripts_start(script):
     assert res.returncode == 0 and "usage" in res.stdout
 
 
-def test_the_readme_library_example_runs(tmp_path, monkeypatch):
-    """The README's Python snippet, as written (on the CPU when there is no GPU)."""
+def test_the_library_example_runs(tmp_path, monkeypatch):
+    """The Python snippet of docs/command-line.md, as written (on the CPU when there is no GPU)."""
     import torch
 
     from reference import latents, write_vae_file
 
     write_vae_file(tmp_path / "wan_2.1_vae.safetensors", "2.1", dtype=torch.float32)
-    code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "command-line.md").read_text(), re.S).group(1)
     if not torch.cuda.is_available():
         code = code.replace('device="cuda"', 'device="cpu"')
     monkeypatch.chdir(tmp_path)

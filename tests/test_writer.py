@@ -16,8 +16,9 @@ import torch
 
 from media import audio_duration, matroska_metadata, mp4_metadata, probe, psnr, read_frames
 from wan_vae import VideoWriteError
-from wan_vae import writer
-from wan_vae.writer import FORMATS, available_formats, check_output, encoder_error, frame_rate, write_video
+from wan_vae import formats
+from wan_vae.formats import FORMATS, available_formats, encoder_error
+from wan_vae.writer import check_output, frame_rate, write_video
 
 
 def clip(n=9, h=64, w=96, seed=0) -> torch.Tensor:
@@ -132,15 +133,15 @@ def test_nvenc_is_offered_only_where_a_trial_encode_opens_it(tmp_path, monkeypat
     """The detection, not the GPU: ffmpeg stands in as a script that can or cannot open the encoder."""
     encoder_error.cache_clear()
     opens = fake_ffmpeg(tmp_path / "a", 0)  # written once: rewriting a script while it runs fails ("text file busy")
-    monkeypatch.setattr(writer, "ffmpeg_exe", lambda: opens)
+    monkeypatch.setattr(formats, "ffmpeg_exe", lambda: opens)
     try:
         assert encoder_error("h264_nvenc") is None
         assert {"h264-nvenc-mp4", "h265-nvenc-mp4"} <= set(available_formats())
         encoder_error.cache_clear()
         fails = fake_ffmpeg(tmp_path / "b", 1, "[h264_nvenc @ 0x1] Cannot load libcuda.so.1")
-        monkeypatch.setattr(writer, "ffmpeg_exe", lambda: fails)
-        formats = available_formats()
-        assert "h264-nvenc-mp4" not in formats and "h265-nvenc-mp4" not in formats and "av1-mp4" in formats
+        monkeypatch.setattr(formats, "ffmpeg_exe", lambda: fails)
+        offered = available_formats()
+        assert "h264-nvenc-mp4" not in offered and "h265-nvenc-mp4" not in offered and "av1-mp4" in offered
         with pytest.raises(VideoWriteError, match=r"h264-nvenc-mp4 needs NVIDIA's hardware encoder \(h264_nvenc\), which ffmpeg "
                                                   r"cannot open here: Cannot load libcuda.so.1. Choose h264-mp4"):  # fmt: skip
             check_output(tmp_path / "out.mp4", 16, "h264-nvenc-mp4")

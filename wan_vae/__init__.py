@@ -11,7 +11,8 @@ from .config import WAN21, WAN22, WanVAEConfig
 from .errors import CheckpointError, DecodeCancelled, LatentError, SettingsError, VideoWriteError, WanVAEError
 from .options import Options
 from .vae import WanVAE, load_vae
-from .writer import FORMATS, write_video
+from .formats import FORMATS
+from .writer import write_video
 
 __all__ = [
     "FORMATS", "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "Options", "SettingsError",

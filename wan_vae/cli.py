@@ -22,7 +22,8 @@ from .latents import describe_latent, read_latent_file, write_latent_file
 from .options import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, Options
 from .precision import default_dtype
 from .vae import WanVAE, load_vae
-from .writer import DEFAULT_QUALITY, FORMATS, check_output, read_audio_file, write_video
+from .formats import DEFAULT_QUALITY, FORMATS
+from .writer import check_output, read_audio_file, write_video
 
 EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
                      ".gif": "gif", ".webp": "webp", "": "png"}  # fmt: skip
