@@ -128,6 +128,30 @@ def test_gif_preview_stale_pictures_and_reload(comfy, browser, vue, tmp_path):  
     page.close()
 
 
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
+def test_rgba_video_shows_over_a_checkerboard(comfy, browser, vue):  # noqa: F811
+    """An RGBA VAE's video written as lossless WebP (alpha kept) plays over a checkerboard; an RGB one does not."""
+    url = comfy["url"]
+    write_latent_file(comfy["base"] / "input" / "wan_t2v_00001_.latent", latents("2.1", (1, 3, 6, 10)))
+    workflow = json.loads((PACK / "example_workflows" / "wan21_latent_to_video.json").read_text())
+    page = _open(browser, url, vue)
+    page.evaluate("(wf) => app.loadGraphData(wf, true, true, 'frontend-test')", workflow)
+    page.wait_for_timeout(1000)
+    backgrounds = {}
+    for vae in ("wan_2.1_rgba.safetensors", "wan_2.1_vae.safetensors"):
+        page.evaluate("""(vae) => { const n = app.graph._nodes.find((n) => n.type === "LoadWanVAE");
+            n.widgets.find((w) => w.name === "vae_name").value = vae; }""", vae)  # fmt: skip
+        _set_format(page, "webp")
+        _queue(page, url)
+        shown = page.evaluate(PREVIEW)
+        assert shown and shown["media"] == "img" and ".webp" in shown["src"] and shown["loaded"], (vae, shown)
+        backgrounds[vae] = page.evaluate("""() => getComputedStyle(app.graph._nodes.find((n) => n.type === "ExportVideo")
+            .widgets.find((w) => w.name === "wan_video_preview").element.querySelector("img")).backgroundImage""")  # fmt: skip
+    assert "conic-gradient" in backgrounds["wan_2.1_rgba.safetensors"], backgrounds
+    assert backgrounds["wan_2.1_vae.safetensors"] == "none", backgrounds
+    page.close()
+
+
 # Every node's box on the page, title included: the canvas's nodes in the classic view, the node elements in Nodes 2.0.
 BOXES = """(vue) => {
   if (vue) return [...document.querySelectorAll(".lg-node[data-node-id], [data-node-id].lg-node")].map((e) => {

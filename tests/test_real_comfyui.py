@@ -115,6 +115,7 @@ def _prepare(base: Path) -> None:
     for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):
         write_vae_file(base / "models" / "vae" / name, version)
     write_vae_file(base / "models" / "vae" / "wan_2.1_real_size.safetensors", "2.1", real=True)  # core needs real widths
+    write_vae_file(base / "models" / "vae" / "wan_2.1_rgba.safetensors", "2.1", in_channels=4, out_channels=4)
     if os.environ.get("COMFYUI_WAN22_REAL"):  # 1.4 GB: only for the Wan22ImageToVideoLatent test
         write_vae_file(base / "models" / "vae" / "wan2.2_real_size.safetensors", "2.2", real=True)
     if os.environ.get("COMFYUI_WRAPPER"):  # kijai's WanVideoWrapper beside the pack (tests/test_real_wrapper.py)
@@ -192,7 +193,8 @@ def test_comfyui_registers_the_pack_s_nodes(comfy):
     assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode",
                          "WanVAEForCoreNodes", "WanVAEForWanVideoWrapper"}
     assert ours["ExportVideo"]["output_node"] and ours["WanDecodeLatents"]["category"] == "Wan VAE"
-    assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_real_size.safetensors", "wan_2.1_vae.safetensors"]
+    assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_real_size.safetensors",
+                                                                    "wan_2.1_rgba.safetensors", "wan_2.1_vae.safetensors"]
     assert ours["WanDecodeLatents"]["input"]["required"]["vae"][0] == "WAN_VAE,VAE,WANVAE"
     log = (comfy["base"] / "comfyui.log").read_text()
     assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if PACK_NAME in line)
