@@ -168,14 +168,16 @@ def test_half_precision_without_cpu_support_warns_that_it_will_be_slow(caplog):
     assert ("no fast float16 convolutions" in caplog.text) != supported
 
 
-def test_rms_norm_into_a_half_buffer_rounds_once_from_fp32():
+@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format], ids=["ndhwc", "ncdhw"])
+def test_rms_norm_into_a_half_buffer_rounds_once_from_fp32(layout):
     norm = RMSNorm(16)
     with torch.no_grad():
         norm.gamma.uniform_(0.5, 1.5)
-    x = torch.randn(1, 16, 3, 9, 7).contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(1, 16, 3, 9, 7).contiguous(memory_format=layout)
     exact = norm(x, silu=True)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(RMSNorm, "SLICE_ELEMENTS", 16 * 7 * 2)  # bands of 2 rows: 5 bands per frame, the last one short
+        # NDHWC: bands of 14 pixels, 189 pixels in all, the last band short; NCDHW: bands of 2 rows, 5 per frame
+        mp.setattr(RMSNorm, "SLICE_ELEMENTS", {"cpu": 16 * 7 * 2, "cuda": 16 * 7 * 2})
         out = norm(x, out=torch.full_like(x, float("nan"), dtype=torch.bfloat16), silu=True)
         from_half = norm(x.bfloat16(), silu=True)
     assert torch.equal(out, exact.bfloat16())

@@ -1,7 +1,7 @@
 """The building blocks of the Wan VAE, each continuing a video chunk by chunk through a `StreamState`.
 
 Module names reproduce the original Wan checkpoint keys (`residual.2.weight`, `resample.1.weight`), so
-original and ComfyUI files load without renaming; `checkpoint.py` maps diffusers names onto them.
+original and ComfyUI files load without renaming; `key_names.py` maps diffusers names onto them.
 
 Every block takes and gives [B, C, T, H, W] (channels_last_3d memory when given it, which makes the
 per-frame 2-D views free). The numerics contract (shared/reference/wan_reference.md section 1.3) is kept
@@ -13,6 +13,8 @@ by construction, so any chunking of time gives the reference's numbers:
   - each temporal downsample (encoder) passes frame 0 through and runs its stride-2 conv over the
     whole sequence starting at frame 0;
   - the Wan 2.2 DupUp3D shortcut drops its first (factor_t - 1) frames once.
+Over 400 lines because each rule above lives in the block it governs, beside that block's fast path; the
+encoder, decoder and model (encoder.py, decoder.py, model.py) only assemble these blocks.
 Convs run in their `compute_dtype` (fp32, or fp16/bf16 in the heavy blocks: model.set_precision);
 everything else in fp32 (float64 in a float64 model).
 """

@@ -4,8 +4,9 @@
     write_video(vae.decode_frames(latents), "out.webm", 24, format="vp9-webm",
                 metadata={"prompt": prompt, "workflow": workflow})
 
-Frames are a tensor/array [N, H, W, 3] (float in [0, 1], or uint8) or an iterator of such chunks; each
-chunk is converted and piped to ffmpeg as it arrives, so memory does not grow with the video.
+Frames are a tensor/array [N, H, W, 3] (or 4: RGBA, where the format keeps alpha; float in [0, 1], or uint8) or an
+iterator of such chunks; each chunk is converted and piped to ffmpeg as it arrives, so memory does not grow
+with the video.
 The file appears under its name only once ffmpeg has finished successfully: it is written to a hidden
 temporary name in the same folder and renamed; on any failure the temporary file is removed, and one that a
 killed process left behind is removed before the next write there (partials.py).
@@ -16,6 +17,9 @@ even sizes (H.264, H.265 in 4:2:0) get the last row/column repeated, with a log 
 Metadata (ComfyUI's `prompt` and `workflow`) is stored as separate tags the ComfyUI front end reads
 back when the file is dropped on it: MP4/MOV `udta/meta/keys+ilst` with the index at the front
 (`+faststart`, the front end reads only the first 64 MiB), WebM/MKV SimpleTags near the start.
+The formats themselves (codec arguments, bit depths, alpha, what this machine can encode) are in formats.py.
+Over 400 lines because one ffmpeg process is the unit here: its command line, the frames piped in, the
+audio muxed with them, the metadata, and the rename or clean-up when it ends belong to one lifetime.
 """
 
 from __future__ import annotations
