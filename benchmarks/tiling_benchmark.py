@@ -26,6 +26,21 @@ CASES = [("2.1", [1, 16, 2, 60, 104]), ("2.1", [1, 16, 5, 60, 104]), ("2.2", [1,
 TILES = (512, 384, 256)
 
 
+def runner(args, base: dict, prefix: str, size: str = ""):
+    """run(label, **options): one case in a fresh worker, its output saved under `prefix` + label, printed as it ends."""
+    peak = "peak_vram_gb" if args.device == "cuda" else "peak_rss_mb"
+    scale_mb = 1024 if args.device == "cuda" else 1
+
+    def run(label, **opts):
+        save = str(Path(base["workdir"]) / f"{prefix}{label.replace(' ', '_')}.pt")
+        res = run_case({**base, "save": save, **opts})
+        res.update(label=label, save=save, peak_mb=res[peak] * scale_mb)
+        print(f"  {size}{label:32s} {res['seconds']:7.1f} s  {res['peak_mb']:7.0f} MB  (estimate {res['estimate_mb']:.0f} MB)", flush=True)
+        return res
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -43,20 +58,12 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     cases = CASES[:1] if args.quick else [c if c[0] == "2.1" else ("2.2", [1, 48, args.wan22_frames, 44, 80]) for c in CASES]
     make_weights(workdir, sorted({v for v, _ in cases}))
-    peak = "peak_vram_gb" if args.device == "cuda" else "peak_rss_mb"
-    scale_mb = 1024 if args.device == "cuda" else 1
     lines, notes = [], []
     for version, latent in cases:
         s = 8 if version == "2.1" else 16
         size = f"Wan {version} {latent[4] * s}x{latent[3] * s}, {1 + 4 * (latent[2] - 1)} frames"
         base = {"device": args.device, "workdir": str(workdir), "impl": "ours", "version": version, "latent": latent, "dtype": "fp32"}
-
-        def run(label, **opts):
-            save = str(workdir / f"tile_{version}_{latent[2]}_{label.replace(' ', '_')}.pt")
-            res = run_case({**base, "save": save, **opts})
-            res.update(label=label, save=save, peak_mb=res[peak] * scale_mb)
-            print(f"  {size}, {label:28s} {res['seconds']:7.1f} s  {res['peak_mb']:7.0f} MB  (estimate {res['estimate_mb']:.0f} MB)", flush=True)
-            return res
+        run = runner(args, base, f"tile_{version}_{latent[2]}_", f"{size}, ")
 
         untiled = run("untiled", tiling="off")
         runs = [untiled] + [run(f"{t} px tiles", tiling="on", tile_size=t) for t in TILES]
@@ -91,18 +98,10 @@ def upscale(args) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     make_weights(workdir, ("2.1",), "-up2")
     latent = [1, 16, 2, 45, 80]
-    peak = "peak_vram_gb" if args.device == "cuda" else "peak_rss_mb"
-    scale_mb = 1024 if args.device == "cuda" else 1
     base = {"device": args.device, "workdir": str(workdir), "impl": "ours", "version": "2.1", "variant": "-up2", "latent": latent,
             "dtype": "fp32"}  # fmt: skip
     size = "2x upscale decoder, 640x360 latent -> 1280x720, 5 frames"
-
-    def run(label, **opts):
-        save = str(workdir / f"up2_{label.replace(' ', '_')}.pt")
-        res = run_case({**base, "save": save, **opts})
-        res.update(label=label, save=save, peak_mb=res[peak] * scale_mb)
-        print(f"  {label:32s} {res['seconds']:7.1f} s  {res['peak_mb']:7.0f} MB  (estimate {res['estimate_mb']:.0f} MB)", flush=True)
-        return res
+    run = runner(args, base, "up2_")
 
     untiled = run("untiled", tiling="off")
     budgets = (("half the untiled peak", int(untiled["peak_mb"] * 2**20 / 2)), ("1.1 GiB", int(1.1 * 2**30)))  # 1.1: near the least

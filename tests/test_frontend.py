@@ -129,7 +129,7 @@ def test_gif_preview_stale_pictures_and_reload(comfy, browser, vue, tmp_path):  
 
 
 @pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
-def test_rgba_video_shows_over_a_checkerboard(comfy, browser, vue):  # noqa: F811
+def test_rgba_video_shows_over_a_checkerboard(comfy, browser, vue, tmp_path):  # noqa: F811
     """An RGBA VAE's video written as lossless WebP (alpha kept) plays over a checkerboard; an RGB one does not."""
     url = comfy["url"]
     write_latent_file(comfy["base"] / "input" / "wan_t2v_00001_.latent", latents("2.1", (1, 3, 6, 10)))
@@ -145,6 +145,7 @@ def test_rgba_video_shows_over_a_checkerboard(comfy, browser, vue):  # noqa: F81
         _queue(page, url)
         shown = page.evaluate(PREVIEW)
         assert shown and shown["media"] == "img" and ".webp" in shown["src"] and shown["loaded"], (vae, shown)
+        page.screenshot(path=str(tmp_path / f"{vae.removesuffix('.safetensors')}.png"))
         backgrounds[vae] = page.evaluate("""() => getComputedStyle(app.graph._nodes.find((n) => n.type === "ExportVideo")
             .widgets.find((w) => w.name === "wan_video_preview").element.querySelector("img")).backgroundImage""")  # fmt: skip
     assert "conic-gradient" in backgrounds["wan_2.1_rgba.safetensors"], backgrounds
