@@ -100,7 +100,8 @@ def as_wan_vae(vae) -> LoadedWanVAE:
         weights, held = comfy_host.core_vae_weights(vae)  # checks what it is; the weights are not copied
         cached = LoadedWanVAE(_load(weights, "core Load VAE's VAE", comfy_host.compute_dtype("auto", device), held, "core VAE Decode"),
                               device)  # fmt: skip
-    _FROM_CORE[vae] = cached
+    if _weakrefable(vae):
+        _FROM_CORE[vae] = cached
     return cached
 
 

@@ -66,7 +66,7 @@ class WanVAE(driver.Decodes):
     def title(self) -> str:
         """What it is, in a user's words: "the Wan 2.1 VAE", "the Wan 2.1 RGBA VAE", a pruned one (LightX2V's LightVAE)."""
         pruned = self.config.pruning()
-        return f"the {self.config.name()}" + (f" {pruned}" if pruned else "")
+        return self.kind + (f" {pruned}" if pruned else "")
 
     def __repr__(self) -> str:
         return f"WanVAE(version={self.version!r}, dtype={self.dtype}, device={self.device})"
@@ -116,7 +116,7 @@ class WanVAE(driver.Decodes):
             z = z.to(device=self.device, dtype=torch.promote_types(z.dtype, self.full_dtype))
             mean, inv_std = self.normalization(z)
             z = z / inv_std + mean  # the reference divides by the reciprocal (section 1.3)
-        return z.to(device=self.device, dtype=self.full_dtype)  # the entry convs are fp32 at every precision
+        return z.to(device=self.device, dtype=self.full_dtype)  # the entry convs are fp32 (or float64) at every precision
 
     def new_state(self, workspace: Workspace) -> StreamState:
         return StreamState(workspace)
@@ -151,8 +151,8 @@ class WanVAE(driver.Decodes):
                **settings) -> torch.Tensor:  # fmt: skip
         """Encode video [B, 3, F, H, W] in [-1, 1] (or [3, F, H, W]) to latents [B, C, T, h, w] (posterior mean).
 
-        An RGBA VAE takes [B, 4, F, H, W] (RGB frames get alpha 1, as ComfyUI pads them). F must be 1 + 4k (the reference silently drops the rest; this refuses). H and W must be multiples
-        of the spatial scale (8 or 16). `normalized=True` returns (mean - latents_mean) / std, the form
+        An RGBA VAE takes [B, 4, F, H, W] (RGB frames get alpha 1, as ComfyUI pads them). F must be 1 + 4k (the
+        reference silently drops the rest; this refuses). H and W must be multiples of the spatial scale (8 or 16). `normalized=True` returns (mean - latents_mean) / std, the form
         diffusers pipelines use; the default is the raw form ComfyUI samplers use. `strict_range=False` encodes values
         outside the range too (finite ones), as the reference does. Other settings as in `decode` (encoding.py),
         `frames_per_chunk` in latent frames (4 video frames each) after the first.
