@@ -117,8 +117,8 @@ def planned_grid(vae, shape, opts, streaming: bool = False) -> dict:
     """The tile grid a decode with `opts` runs, and the planner's peak estimate for it (MB)."""
     import math
 
-    from wan_vae import memory
-    from wan_vae.tiling import tile_cells
+    from wan_vae.plan import memory
+    from wan_vae.plan.tiling import tile_cells
 
     _, _, t, h, w = shape
     fpc = opts.get("frames_per_chunk", 1)

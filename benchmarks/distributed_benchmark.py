@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from decode_benchmark import make_weights
-    from wan_vae.latents import write_latent_file
+    from wan_vae.files.latents import write_latent_file
 
     workdir = args.workdir or Path(tempfile.gettempdir()) / "wan_vae_bench"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,8 @@ def worker(case: dict) -> dict:
         def run():
             return model.encode(x).latent_dist.mean
     else:
-        from wan_vae import Options, encode_memory, load_vae
+        from wan_vae import Options, load_vae
+        from wan_vae.plan import encode_memory
 
         if case.get("unsplit"):  # the encode as it ran before splits: one segment, the whole margin per tile
             encode_memory.best_split = lambda *args, **kwargs: None
@@ -99,7 +100,7 @@ def worker(case: dict) -> dict:
 
 def planned(vae, video, options, encode_memory, streaming: bool) -> dict:
     """The grid an encode with `options` runs and the planner's estimate for it (MB)."""
-    from wan_vae.encoding import make_encode_plan
+    from wan_vae.run.encode import make_encode_plan
 
     f, h, w = video
     video_bytes = 0 if streaming else 3 * f * h * w * 4

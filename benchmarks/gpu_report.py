@@ -130,8 +130,8 @@ class Models:
 
 
 def _original(sd: dict, version: str) -> dict:
-    from wan_vae.key_names import diffusers_to_original
-    from wan_vae.config import CONFIGS
+    from wan_vae.files.key_names import diffusers_to_original
+    from wan_vae.files.config import CONFIGS
 
     names = diffusers_to_original(sd, CONFIGS[version])
     return {names[k]: v for k, v in sd.items()}
@@ -146,7 +146,7 @@ def check_device(device: str, dtype: torch.dtype) -> None:
 
 
 def latent(version: str, frames: int, h: int, w: int, device: str) -> torch.Tensor:
-    from wan_vae.config import CONFIGS
+    from wan_vae.files.config import CONFIGS
 
     cfg = CONFIGS[version]
     g = torch.Generator().manual_seed(0)
@@ -276,7 +276,7 @@ def knobs(args, models: Models, rows: list) -> None:
         ab(f"frames_per_chunk {fpc}", keep, keep, frames_per_chunk=fpc)
 
     def fp32_weights(vae):
-        from wan_vae.blocks import CausalConv3d
+        from wan_vae.network.blocks import CausalConv3d
 
         vae._saved = {m: (m.weight, m.bias) for m in vae.model.modules() if isinstance(m, CausalConv3d) and m.compute_dtype == torch.float32}
         for m in vae._saved:
@@ -313,7 +313,7 @@ def devices(args, models: Models, rows: list) -> None:
         if count < 2:
             raise Skip(f"{count} GPU(s): two ranks need two GPUs")
         from decode_benchmark import make_weights
-        from wan_vae.latents import write_latent_file
+        from wan_vae.files.latents import write_latent_file
 
         work = Path(args.out) / "dist"
         work.mkdir(parents=True, exist_ok=True)

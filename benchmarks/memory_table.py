@@ -1,8 +1,8 @@
-"""Estimated peak decode memory of a long video by resolution and tile size (wan_vae/memory.py's model).
+"""Estimated peak decode memory of a long video by resolution and tile size (wan_vae/plan/memory.py's model).
 
     python benchmarks/memory_table.py
 
-The coefficients are peak live tensor bytes measured on the CPU (see memory.py); GPU figures add the
+The coefficients are peak live tensor bytes measured on the CPU (see wan_vae/plan/memory.py); GPU figures add the
 CUDA allocator's and cuDNN's overheads, which the safety factor is meant to cover but which were not
 measured here. Weights of the whole VAE are included, as loaded from a file in the row's precision
 (ComfyUI's repackaged files are bf16).
@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wan_vae.config import CONFIGS  # noqa: E402
-from wan_vae.memory import estimate_peak_bytes  # noqa: E402
-from wan_vae.model import WanVAEModel, set_precision  # noqa: E402
+from wan_vae.files.config import CONFIGS  # noqa: E402
+from wan_vae.plan.memory import estimate_peak_bytes  # noqa: E402
+from wan_vae.network.model import WanVAEModel, set_precision  # noqa: E402
 from wan_vae.vae import WanVAE  # noqa: E402
 
 

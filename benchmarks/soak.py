@@ -26,7 +26,7 @@ from media import probe  # noqa: E402
 from reference import latents  # noqa: E402
 from test_real_comfyui import _http, _prepare, _run, _start, _stop  # noqa: E402
 from test_tiny_decoders import tiny_file  # noqa: E402
-from wan_vae.latents import write_latent_file  # noqa: E402
+from wan_vae.files.latents import write_latent_file  # noqa: E402
 
 
 def _decode_latents(vae_node: dict, name: str, prefix: str) -> dict:

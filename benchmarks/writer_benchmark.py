@@ -48,7 +48,7 @@ def worker(case: dict) -> dict:
             for frame in frames:
                 writer.append_data(frame)
     else:
-        from wan_vae.writer import write_video
+        from wan_vae.video.writer import write_video
 
         if case["impl"] == "tensor":
             frames = synthetic(0, case["frames"])

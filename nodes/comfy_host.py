@@ -249,7 +249,7 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
     if IN_COMFYUI:
         return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
-    from ..wan_vae.precision import default_dtype
+    from ..wan_vae.device.precision import default_dtype
 
     return default_dtype(device)
 
@@ -260,7 +260,7 @@ def make_room(device: torch.device, needed_bytes: int) -> int:
         mm.free_memory(needed_bytes, device)
         mm.soft_empty_cache()
         return mm.get_free_memory(device)
-    from ..wan_vae.free_memory import free_bytes
+    from ..wan_vae.device.free_memory import free_bytes
 
     if device.type == "cuda":
         torch.cuda.empty_cache()

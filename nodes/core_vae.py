@@ -19,7 +19,7 @@ import weakref
 import torch
 
 from ..wan_vae import CheckpointError, Options, WanVAE
-from ..wan_vae.tiling import MIN_TILE_CELLS
+from ..wan_vae.plan.tiling import MIN_TILE_CELLS
 from . import comfy_host
 from .decode import DECODE_INPUTS, decode_planned, pixels_per_cell
 from .encode import encode_planned

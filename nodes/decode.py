@@ -13,8 +13,8 @@ from collections.abc import Callable
 import torch
 
 from ..wan_vae import DecodeCancelled, Options, WanVAE
-from ..wan_vae.memory import estimate_peak_bytes
-from ..wan_vae.tiling import MIN_TILE_CELLS
+from ..wan_vae.plan.memory import estimate_peak_bytes
+from ..wan_vae.plan.tiling import MIN_TILE_CELLS
 from . import comfy_host
 from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
 

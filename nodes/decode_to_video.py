@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..wan_vae import WanVAEError, write_video
-from ..wan_vae.latents import write_latent_file
+from ..wan_vae.files.latents import write_latent_file
 from . import comfy_host
 from .decode import DECODE_INPUTS, run_decode, video_latents
 from .export import EXPORT_OPTIONAL, HIDDEN, choose_output, export_inputs, saved

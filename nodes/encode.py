@@ -7,8 +7,8 @@ import functools
 import torch
 
 from ..wan_vae import LatentError, Options, WanVAE
-from ..wan_vae.encode_memory import estimate_peak_bytes
-from ..wan_vae.inputs import centre_crop
+from ..wan_vae.plan.encode_memory import estimate_peak_bytes
+from ..wan_vae.run.inputs import centre_crop
 from .decode import DECODE_INPUTS, LATENT_SPACES, fit_to_memory, run_planned
 from .decode import latent_space as resolve_space
 from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae

@@ -10,9 +10,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..wan_vae import FORMATS, VideoWriteError, partials, write_video
-from ..wan_vae.formats import DEFAULT_QUALITY, available_formats
-from ..wan_vae.writer import MAX_FPS, check_output
+from ..wan_vae import FORMATS, VideoWriteError, write_video
+from ..wan_vae.files import partials
+from ..wan_vae.video.formats import DEFAULT_QUALITY, available_formats
+from ..wan_vae.video.writer import MAX_FPS, check_output
 from . import comfy_host
 from .load_vae import CATEGORY
 

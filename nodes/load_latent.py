@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..wan_vae.latents import LATENT_EXTENSIONS, read_latent_file
+from ..wan_vae.files.latents import LATENT_EXTENSIONS, read_latent_file
 from . import comfy_host
 from .load_vae import CATEGORY
 

@@ -12,25 +12,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wan_vae import cli  # noqa: E402
-from wan_vae import driver  # noqa: E402
+from wan_vae.run import decode  # noqa: E402
 
 rank = os.environ["RANK"]
 fail = os.environ.get("WAN_VAE_TEST_FAIL")
 if fail and fail.split(":")[0] == rank:
-    at, real = int(fail.split(":")[1]), driver.land
+    at, real = int(fail.split(":")[1]), decode.land
 
     def failing_land(net, plan, k, mid, t0, t1, *args, **kwargs):
         if t0 >= at:
             raise RuntimeError(f"injected failure at latent frame {t0}")
         return real(net, plan, k, mid, t0, t1, *args, **kwargs)
 
-    driver.land = failing_land
+    decode.land = failing_land
 
 if sys.argv[1] == "frames":  # frames VAE LATENT OUT.pt [TILE_SIZE]: the library's frames, saved by rank 0
     import torch
 
-    from wan_vae import distributed, load_vae
-    from wan_vae.latents import read_latent_file
+    from wan_vae import load_vae
+    from wan_vae.run import distributed
+    from wan_vae.files.latents import read_latent_file
 
     group = distributed.setup("cpu")
     try:

@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from wan_vae.config import CONFIGS
+from wan_vae.files.config import CONFIGS
 
 # Reduced widths keep CI fast; the architecture (depth, attention, caches, patchify) is the real one.
 REDUCED_WIDTHS = {"2.1": (16, 16), "2.2": (16, 32)}
@@ -49,7 +49,7 @@ def perturbed(model, seed: int):
 
 def original_state_dict(version: str, real: bool = False, **channels) -> dict[str, torch.Tensor]:
     """The reference model's weights under the original Wan / ComfyUI names (channels: in_channels, out_channels)."""
-    from wan_vae.key_names import diffusers_to_original
+    from wan_vae.files.key_names import diffusers_to_original
 
     sd = reference_model(version, real, **channels).state_dict()
     mapping = diffusers_to_original(sd, CONFIGS[version])

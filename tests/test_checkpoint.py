@@ -11,10 +11,10 @@ from safetensors.torch import save_file
 
 from reference import latents, meta_reference, original_state_dict, reference_decode, reference_model, rel_l2
 from wan_vae import CheckpointError, load_vae
-from wan_vae.checkpoint import prepare_state_dict
-from wan_vae.key_names import diffusers_to_original, original_to_diffusers
-from wan_vae.config import CONFIGS
-from wan_vae.model import WanVAEModel
+from wan_vae.files.checkpoint import prepare_state_dict
+from wan_vae.files.key_names import diffusers_to_original, original_to_diffusers
+from wan_vae.files.config import CONFIGS
+from wan_vae.network.model import WanVAEModel
 
 TENSORS = {"2.1": 194, "2.2": 196}
 

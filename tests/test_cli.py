@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from media import FFMPEG, probe, read_frames
 from reference import latents, write_vae_file
 from wan_vae import cli
-from wan_vae.latents import read_latent_file, write_latent_file
-from wan_vae.writer import write_video
+from wan_vae.files.latents import read_latent_file, write_latent_file
+from wan_vae.video.writer import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from reference import latents
-from wan_vae.latents import read_latent_file
+from wan_vae.files.latents import read_latent_file
 
 PACK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

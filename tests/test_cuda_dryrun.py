@@ -28,8 +28,9 @@ pytestmark = pytest.mark.skipif(torch.version.cuda is None, reason=(
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from wan_vae import config, encoding, inputs, multidevice  # noqa: E402
-from wan_vae.model import WanVAEModel, set_precision  # noqa: E402
+from wan_vae.files import config  # noqa: E402
+from wan_vae.run import encode, inputs, multidevice  # noqa: E402
+from wan_vae.network.model import WanVAEModel, set_precision  # noqa: E402
 from wan_vae.vae import WanVAE  # noqa: E402
 
 aten = torch.ops.aten
@@ -118,7 +119,7 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
     monkeypatch.setattr(nn.Module, "to", fake_to)
     no_check = lambda *a, **k: None  # noqa: E731 - the value checks read data
-    for module in (inputs, encoding):
+    for module in (inputs, encode):
         monkeypatch.setattr(module, "check_values", no_check)
     monkeypatch.setattr(multidevice, "ThreadPoolExecutor", InlinePool)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode, HostSyncs(set()):  # the latents' NaN count: answered 0
@@ -208,7 +209,7 @@ def test_several_fake_gpus_decode_and_encode_with_each_tile_on_its_own(fake_gpu)
 
 
 def test_the_tiny_decoders_and_lightvae_on_a_fake_gpu(fake_gpu):
-    from wan_vae.taehv import TinyDecoder, TinyInfo
+    from wan_vae.network.taehv import TinyDecoder, TinyInfo
     from wan_vae.tiny_vae import TinyVAE
 
     for channels, version in ((16, "2.1"), (48, "2.2")):
@@ -225,7 +226,7 @@ def test_the_tiny_decoders_and_lightvae_on_a_fake_gpu(fake_gpu):
 def test_the_tensors_the_distributed_steps_exchange_are_on_the_nccl_device(fake_gpu, monkeypatch):
     import torch.distributed as dist
 
-    from wan_vae import distributed
+    from wan_vae.run import distributed
 
     sent, received = [], []
     monkeypatch.setattr(dist, "send", lambda t, dst: sent.append((t.device.type, tuple(t.shape))))
@@ -266,9 +267,9 @@ def gpu_comfy(folders, fake_gpu, monkeypatch):  # the files written first, with 
     pack = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, pack)
     spec.loader.exec_module(pack)
-    for module in ("inputs", "encoding"):  # the pack's own copy of the library: the same stand-ins as fake_gpu's
+    for module in ("run.inputs", "run.encode"):  # the pack's own copy of the library: the same stand-ins as fake_gpu's
         monkeypatch.setattr(sys.modules[f"{name}.wan_vae.{module}"], "check_values", lambda *a, **k: None)
-    monkeypatch.setattr(sys.modules[f"{name}.wan_vae.multidevice"], "ThreadPoolExecutor", InlinePool)
+    monkeypatch.setattr(sys.modules[f"{name}.wan_vae.run.multidevice"], "ThreadPoolExecutor", InlinePool)
     host = sys.modules[f"{name}.nodes.comfy_host"]
     monkeypatch.setattr(host.NodeProgress, "preview", lambda self, frame: calls.setdefault("previews", []).append(frame.device))
     handed = []

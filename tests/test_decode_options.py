@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from reference import latents, reference_decode, reference_model, rel_l2, write_vae_file
 from wan_vae import DecodeCancelled, load_vae
-from wan_vae.blocks import RMSNorm
-from wan_vae.model import half_precision_blocks
-from wan_vae.tiling import plan_tiles, tile_cells
+from wan_vae.network.blocks import RMSNorm
+from wan_vae.network.model import half_precision_blocks
+from wan_vae.plan.tiling import plan_tiles, tile_cells
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def test_the_long_video_example_runs_end_to_end(pack, folders):
     workflow = json.loads((PACK / "tests" / "workflows" / "wan21_long_video.api.json").read_text())
     ui_workflow = json.loads((PACK / "example_workflows" / "wan21_long_video.json").read_text())
     check_ui_workflow(ui_workflow, classes(pack))
-    from wan_vae.latents import write_latent_file
+    from wan_vae.files.latents import write_latent_file
 
     write_latent_file(folders["input"] / workflow["1"]["inputs"]["latent"], latents("2.1", (1, 3, 6, 10)))
     ui, (path,) = run_api(workflow, classes(pack), extra_pnginfo={"workflow": ui_workflow})["3"]

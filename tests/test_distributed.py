@@ -13,8 +13,8 @@ import torch
 from media import read_frames
 from reference import latents, reference_model, write_vae_file
 from wan_vae import SettingsError, load_vae
-from wan_vae.latents import write_latent_file
-from wan_vae.tiling import MIN_TILE_CELLS
+from wan_vae.files.latents import write_latent_file
+from wan_vae.plan.tiling import MIN_TILE_CELLS
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("dist_cli.py")
@@ -64,7 +64,7 @@ def test_bad_devices_are_refused(vae, devices, text):
 
 
 def test_a_gpu_named_twice_is_refused(monkeypatch):
-    from wan_vae import multidevice
+    from wan_vae.run import multidevice
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -105,7 +105,7 @@ def test_two_processes_give_the_one_process_frames(files, tmp_path):
     code, log = launch("frames", files / "vae.safetensors", files / "clip.latent", tmp_path / "two.pt")
     assert code == 0, log[-3000:]
     vae = load_vae(files / "vae.safetensors")
-    from wan_vae.latents import read_latent_file
+    from wan_vae.files.latents import read_latent_file
 
     one = torch.cat(list(vae.decode_frames(read_latent_file(files / "clip.latent"), tiling="on", tile_size=64)))
     two = torch.load(tmp_path / "two.pt")
@@ -175,7 +175,8 @@ def test_a_killed_rank_ends_the_run_in_bounded_time_and_leaves_no_video(files, t
 
 
 def test_a_launcher_is_needed_for_the_distributed_path(monkeypatch):
-    from wan_vae import WanVAEError, distributed
+    from wan_vae import WanVAEError
+    from wan_vae.run import distributed
 
     for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
@@ -202,7 +203,7 @@ def video_file(files):
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_two_or_three_processes_encode_the_one_process_latents(files, video_file, tmp_path, ranks):
-    from wan_vae.latents import read_latent_file
+    from wan_vae.files.latents import read_latent_file
 
     code, log = launch(*encode_args(video_file, tmp_path / "many.latent", "--tiling", "on", "--tile-size", "64"), ranks=ranks)
     assert code == 0 and "encoding 13x17 cells in" in log, log[-3000:]

@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from reference import reference_encode, reference_model, video
-from wan_vae import LatentError, Options, SettingsError, encode_memory, load_vae
-from wan_vae.encode_memory import best_split, estimate, plan_for_budget
-from wan_vae.encoding import make_encode_plan
-from wan_vae.blocks import patchify
-from wan_vae.stream import StreamState
-from wan_vae.tiling import MIN_TILE_CELLS, Tile, down_window
+from wan_vae import LatentError, Options, SettingsError, load_vae
+from wan_vae.plan import encode_memory
+from wan_vae.plan.encode_memory import best_split, estimate, plan_for_budget
+from wan_vae.run.encode import make_encode_plan
+from wan_vae.network.blocks import patchify
+from wan_vae.network.stream import StreamState
+from wan_vae.plan.tiling import MIN_TILE_CELLS, Tile, down_window
 
 TOL = 1e-5  # fp32 max abs
 

@@ -17,7 +17,7 @@ import pytest
 
 from reference import latents, write_vae_file
 from test_real_comfyui import PACK, _http, comfy  # noqa: F401  (comfy: the server fixture)
-from wan_vae.latents import write_latent_file
+from wan_vae.files.latents import write_latent_file
 
 if not os.environ.get("COMFYUI_PATH"):
     pytest.skip("set COMFYUI_PATH to a ComfyUI checkout to run against real ComfyUI", allow_module_level=True)

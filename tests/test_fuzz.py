@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save
 
 from wan_vae import WanVAEError, load_vae
-from wan_vae.checkpoint import read_state_dict
-from wan_vae.latents import read_latent_file
+from wan_vae.files.checkpoint import read_state_dict
+from wan_vae.files.latents import read_latent_file
 
 EXAMPLES = int(os.environ.get("WAN_VAE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -183,7 +183,7 @@ def test_diffusers_folders_load_or_are_refused_clearly(tmp_path_factory, rss_gua
 def test_audio_and_video_inputs_are_read_or_refused_clearly(tmp_path_factory, media_bytes, cut, noise):
     """Truncated or garbled media: ffmpeg's reason comes back as the pack's error, with the file name."""
     from wan_vae.cli import _count_frames
-    from wan_vae.writer import read_audio_file
+    from wan_vae.video.writer import read_audio_file
 
     folder = tmp_path_factory.mktemp("media")
     for name, data in media_bytes.items():
@@ -198,7 +198,7 @@ def test_audio_and_video_inputs_are_read_or_refused_clearly(tmp_path_factory, me
 
 @pytest.fixture(scope="module")
 def media_bytes(tmp_path_factory):
-    from wan_vae.writer import write_video
+    from wan_vae.video.writer import write_video
 
     folder = tmp_path_factory.mktemp("media_src")
     audio = {"waveform": torch.sin(torch.linspace(0, 200, 16000)).repeat(1, 2, 1), "sample_rate": 16000}

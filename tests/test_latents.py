@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wan_vae import LatentError
-from wan_vae.latents import describe_latent, read_latent_file, write_latent_file
+from wan_vae.files.latents import describe_latent, read_latent_file, write_latent_file
 
 
 def test_written_latent_files_are_comfyui_files_read_back_unscaled(tmp_path):

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from comfy_graph import LoadLatentLikeComfyUI, check_ui_workflow, inputs_of, is_widget, run_api
 from media import mp4_metadata, probe
 from reference import latents
-from wan_vae.config import CONFIGS
-from wan_vae.latents import write_latent_file
+from wan_vae.files.config import CONFIGS
+from wan_vae.files.latents import write_latent_file
 
 PACK = Path(__file__).resolve().parents[1]
 NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode", "WanVAEForCoreNodes",
@@ -62,11 +62,11 @@ def test_the_web_extension_uses_current_front_end_apis_only():
 
 
 def test_no_module_of_the_pack_imports_its_own_packages_absolutely():
-    for path in list(PACK.glob("nodes/*.py")) + list(PACK.glob("wan_vae/*.py")) + [PACK / "__init__.py"]:
+    for path in list(PACK.glob("nodes/*.py")) + list(PACK.glob("wan_vae/**/*.py")) + [PACK / "__init__.py"]:
         for line in path.read_text().splitlines():
             stripped = line.strip()
             assert not stripped.startswith(("import nodes", "from nodes", "import wan_vae", "from wan_vae")), f"{path}: {line}"
-            if path.parent.name == "wan_vae":
+            if "wan_vae" in path.relative_to(PACK).parts:
                 assert not stripped.startswith(("import comfy", "from comfy", "import folder_paths")), f"{path}: {line}"
 
 

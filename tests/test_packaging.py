@@ -56,7 +56,7 @@ def test_the_docs_document_every_node_input_and_format():
         types = cls.INPUT_TYPES()
         for input_name in {**types.get("required", {}), **types.get("optional", {})}:
             assert f"`{input_name}`" in nodes, f"docs/nodes.md does not document {name}.{input_name}"
-    from wan_vae.formats import FORMATS
+    from wan_vae.video.formats import FORMATS
 
     for fmt in FORMATS:
         assert f"`{fmt}`" in nodes

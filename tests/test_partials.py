@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from wan_vae import partials
-from wan_vae.latents import write_latent_file
-from wan_vae.writer import write_video
+from wan_vae.files import partials
+from wan_vae.files.latents import write_latent_file
+from wan_vae.video.writer import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_stale_partials_go_and_everything_else_stays(tmp_path):
 KILLED_WRITER = """
 import sys, time, torch
 sys.path.insert(0, {root!r})
-from wan_vae.writer import write_video
+from wan_vae.video.writer import write_video
 def frames():
     for i in range(1000):
         if i == 3:

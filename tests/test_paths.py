@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from wan_vae.latents import write_latent_file
+from wan_vae.files.latents import write_latent_file
 
 
 def load_vae_node(pack, name):

@@ -22,7 +22,7 @@ import torch
 
 from media import mp4_metadata, probe
 from reference import latents, write_vae_file
-from wan_vae.latents import write_latent_file
+from wan_vae.files.latents import write_latent_file
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run against real ComfyUI")

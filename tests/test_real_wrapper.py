@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 import test_real_comfyui as real
 from reference import latents
-from wan_vae.config import WAN21
-from wan_vae.latents import write_latent_file
+from wan_vae.files.config import WAN21
+from wan_vae.files.latents import write_latent_file
 
 WRAPPER = os.environ.get("COMFYUI_WRAPPER")
 pytestmark = pytest.mark.skipif(not (real.COMFYUI and WRAPPER), reason="set COMFYUI_PATH and COMFYUI_WRAPPER to run beside the wrapper")

@@ -7,10 +7,10 @@ import torch
 
 from reference import latents, reference_decode, reference_model, rel_l2
 from wan_vae import SettingsError, load_vae
-from wan_vae.memory import estimate, figures, grid_cost, plan_for_budget
-from wan_vae.blocks import unpatchify
-from wan_vae.stream import StreamState
-from wan_vae.tiling import MIN_TILE_CELLS, axis_spans, plan_grid, plan_tiles, tile_cells, window
+from wan_vae.plan.memory import estimate, figures, grid_cost, plan_for_budget
+from wan_vae.network.blocks import unpatchify
+from wan_vae.network.stream import StreamState
+from wan_vae.plan.tiling import MIN_TILE_CELLS, axis_spans, plan_grid, plan_tiles, tile_cells, window
 
 TOL = 1e-5  # fp32 max abs: conv kernels may sum in another order for another input size
 

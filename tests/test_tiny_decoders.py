@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from reference import latents
 from wan_vae import CheckpointError, LatentError, load_vae
 from wan_vae.cli import main as cli
-from wan_vae.config import CONFIGS
+from wan_vae.files.config import CONFIGS
 from wan_vae.tiny_vae import TinyVAE
 
 # The decoder of the TAEHV files as madebyollin/taehv lays it out: index -> (kind, in, out); memory blocks hold
@@ -138,7 +138,7 @@ def test_info_names_the_tiny_decoder(tmp_path, capsys):
 
 def lightvae_file(path, pruning: float = 0.75, seed: int = 0):
     """LightX2V's lightvaew2_1: the Wan 2.1 VAE with every width times (1 - pruning), original names."""
-    from wan_vae.model import WanVAEModel
+    from wan_vae.network.model import WanVAEModel
 
     cfg = CONFIGS["2.1"]
     widths = cfg.with_widths(dim=int(cfg.dim * (1 - pruning)), decoder_dim=int(cfg.decoder_dim * (1 - pruning)))

@@ -19,7 +19,7 @@ from media import probe, read_rgba
 from reference import diffusers_kwargs, latents, original_state_dict, perturbed, reference_decode, reference_encode
 from reference import reference_model, write_vae_file
 from wan_vae import CheckpointError, LatentError, load_vae
-from wan_vae.latents import write_latent_file
+from wan_vae.files.latents import write_latent_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5  # fp32, as tests/test_tiling.py
@@ -132,9 +132,9 @@ def test_every_decode_path_of_the_upscale_decoder_is_exact(upscale, upscale_refe
 
 
 def test_tile_size_counts_the_decoded_pixels_and_the_estimate_the_larger_output(upscale, caplog):
-    from wan_vae import memory
-    from wan_vae.driver import make_plan
-    from wan_vae.options import Options
+    from wan_vae.plan import memory
+    from wan_vae.run.decode import make_plan
+    from wan_vae.run.options import Options
 
     z = latents("2.1", (1, 2, 32, 32))
     plan = make_plan(upscale, z, Options(tiling="on", tile_size=256), streaming=False)
@@ -304,7 +304,7 @@ def test_two_processes_decode_the_upscale_decoder_s_frames(files, tmp_path, upsc
 
     code, log = launch("frames", files / "upscale2x.safetensors", files / "clip.latent", tmp_path / "two.pt", 128)
     assert code == 0, log[-3000:]
-    from wan_vae.latents import read_latent_file
+    from wan_vae.files.latents import read_latent_file
 
     z = read_latent_file(files / "clip.latent")
     one = torch.cat(list(load_vae(files / "upscale2x.safetensors").decode_frames(z, tiling="on", tile_size=128)))

@@ -13,7 +13,7 @@ TOL = 1e-5
 
 
 def normalize(z: torch.Tensor, version: str) -> torch.Tensor:
-    from wan_vae.config import CONFIGS
+    from wan_vae.files.config import CONFIGS
 
     cfg = CONFIGS[version]
     mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in (cfg.latents_mean, cfg.latents_std))

@@ -16,9 +16,9 @@ import torch
 
 from media import audio_duration, matroska_metadata, mp4_metadata, probe, psnr, read_frames
 from wan_vae import VideoWriteError
-from wan_vae import formats
-from wan_vae.formats import FORMATS, available_formats, encoder_error
-from wan_vae.writer import check_output, frame_rate, write_video
+from wan_vae.video import formats
+from wan_vae.video.formats import FORMATS, available_formats, encoder_error
+from wan_vae.video.writer import check_output, frame_rate, write_video
 
 
 def clip(n=9, h=64, w=96, seed=0) -> torch.Tensor:
@@ -440,7 +440,7 @@ def test_a_full_disk_gives_an_error_with_ffmpeg_s_message_and_no_file(tmp_path):
     script = f"""
 import resource, signal, sys, torch
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from wan_vae.writer import write_video
+from wan_vae.video.writer import write_video
 from wan_vae import VideoWriteError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited: writes fail with EFBIG instead of killing ffmpeg
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))

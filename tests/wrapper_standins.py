@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from reference import original_state_dict
-from wan_vae.config import CONFIGS
-from wan_vae.model import WanVAEModel
+from wan_vae.files.config import CONFIGS
+from wan_vae.network.model import WanVAEModel
 
 
 def _network(version: str, **channels) -> nn.Module:

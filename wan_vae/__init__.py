@@ -6,13 +6,13 @@
         ...
 """
 
-from .checkpoint import CheckpointInfo
-from .config import WAN21, WAN22, WanVAEConfig
 from .errors import CheckpointError, DecodeCancelled, LatentError, SettingsError, VideoWriteError, WanVAEError
-from .options import Options
+from .files.checkpoint import CheckpointInfo
+from .files.config import WAN21, WAN22, WanVAEConfig
+from .run.options import Options
 from .vae import WanVAE, load_vae
-from .formats import FORMATS
-from .writer import write_video
+from .video.formats import FORMATS
+from .video.writer import write_video
 
 __all__ = [
     "FORMATS", "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "Options", "SettingsError",

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from .device.precision import default_dtype
 from .errors import CheckpointError, LatentError, WanVAEError
-from .latents import describe_latent, read_latent_file, write_latent_file
-from .options import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, Options
-from .precision import default_dtype
+from .files.latents import describe_latent, read_latent_file, write_latent_file
+from .run import distributed
+from .run.options import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, Options
 from .vae import WanVAE, load_vae
-from .formats import DEFAULT_QUALITY, FORMATS
-from .writer import check_output, read_audio_file, write_video
+from .video.formats import DEFAULT_QUALITY, FORMATS
+from .video.writer import check_output, read_audio_file, write_video
 
 EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
                      ".gif": "gif", ".webp": "webp", "": "png"}  # fmt: skip
@@ -144,8 +144,8 @@ def cmd_info(args) -> int:
     if not path.exists():
         raise WanVAEError(f"No file at '{path}'.")
     if path.suffix.lower() != ".latent":
-        from .checkpoint import prepare_state_dict, read_state_dict, strip_prefix
-        from .taehv import is_tiny, load_tiny
+        from .files.checkpoint import prepare_state_dict, read_state_dict, strip_prefix
+        from .network.taehv import is_tiny, load_tiny
 
         try:
             raw, name = read_state_dict(path)

@@ -1,7 +1,7 @@
-"""`TinyVAE`: a tiny TAEHV-family decoder (taehv.py) behind WanVAE's decode API, so nodes and scripts take either.
+"""`TinyVAE`: a tiny TAEHV-family decoder (network/taehv.py) behind WanVAE's decode API, so nodes and scripts take either.
 
 Decode only; no tiles (a 720p frame needs a few hundred MB) and one device. It gives the decode driver
-(driver.py) its steps: `middle` passes the latents through, `up` runs the whole network on a chunk.
+(run/decode.py) its steps: `middle` passes the latents through, `up` runs the whole network on a chunk.
 Chunks of any size give the frames of the whole video (the memory blocks' state carries over).
 """
 
@@ -12,17 +12,17 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from . import driver
-from .config import CONFIGS
 from .errors import SettingsError
-from .inputs import check_latents
-from .options import Options
-from .taehv import TinyDecoder, TinyInfo, TinyState, load_tiny
+from .files.config import CONFIGS
+from .network.taehv import TinyDecoder, TinyInfo, TinyState, load_tiny
+from .run.decode import Decodes
+from .run.inputs import check_latents
+from .run.options import Options
 
 log = logging.getLogger("wan_vae")
 
 
-class TinyVAE(driver.Decodes):
+class TinyVAE(Decodes):
     has_encoder = False
     tileable = False
     default_options = Options(frames_per_chunk=4)  # 16 frames per pass: still small
@@ -67,10 +67,10 @@ class TinyVAE(driver.Decodes):
 
     encode_frames = encode
 
-    # ----------------------------------------------------------------------------- the decode steps (driver.Steps)
+    # ----------------------------------------------------------------------------- the decode steps (run/decode.py's Steps)
 
     def prepare_latents(self, latents, normalized: bool) -> torch.Tensor:
-        """The latents in the space this decoder was trained on (the file name tells, see taehv.py)."""
+        """The latents in the space this decoder was trained on (the file name tells, see network/taehv.py)."""
         z = check_latents(latents, self).to(self.device, torch.float32)
         mean = torch.tensor(self.config.latents_mean, device=z.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(self.config.latents_std, device=z.device).view(1, -1, 1, 1, 1)

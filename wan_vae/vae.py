@@ -1,8 +1,8 @@
 """`WanVAE`: a loaded Wan 2.1 or Wan 2.2 VAE, and `load_vae`, which reads any supported file into one.
 
 The class holds the weights and says what they are; its public methods build a plan and hand it to
-the drivers (driver.py for decoding, encoding.py for encoding), to which it supplies its per-chunk
-steps (`middle`, `up`). Settings travel as one `Options` (options.py); the methods also take them
+the drivers (run/decode.py for decoding, run/encode.py for encoding), to which it supplies its per-chunk
+steps (`middle`, `up`). Settings travel as one `Options` (run/options.py); the methods also take them
 as keywords.
 """
 
@@ -13,21 +13,23 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from . import driver, encoding, multidevice
-from .blocks import pixel_shuffle, unpatchify
-from .checkpoint import CheckpointInfo, check_against, prepare_state_dict, read_state_dict, strip_prefix
-from .config import WanVAEConfig
+from .device.precision import warn_if_slow_on_cpu
 from .errors import LatentError
-from .inputs import check_latents
-from .model import WanVAEModel, full_precision, precision, set_precision
-from .options import Options
-from .precision import warn_if_slow_on_cpu
-from .stream import StreamState, Workspace
-from .taehv import is_tiny
+from .files.checkpoint import CheckpointInfo, check_against, prepare_state_dict, read_state_dict, strip_prefix
+from .files.config import WanVAEConfig
+from .network.blocks import pixel_shuffle, unpatchify
+from .network.model import WanVAEModel, full_precision, precision, set_precision
+from .network.stream import StreamState, Workspace
+from .network.taehv import is_tiny
+from .run import multidevice
+from .run.decode import Cancel, Decodes, Progress, Tracker
+from .run.encode import encode_stream, encode_video
+from .run.inputs import check_latents
+from .run.options import Options
 from .tiny_vae import load_tiny_vae
 
 
-class WanVAE(driver.Decodes):
+class WanVAE(Decodes):
     """A loaded Wan 2.1 or Wan 2.2 VAE (or a variant: RGBA, an upscale decoder, decoder only). Build it with `load_vae`."""
 
     tileable = True
@@ -37,7 +39,7 @@ class WanVAE(driver.Decodes):
         self.config: WanVAEConfig = model.config
         self.checkpoint = info
         self.channels_last = True  # NDHWC convolutions: faster on CPU and CUDA, free per-frame 2-D views
-        self._replicas: dict[torch.device, WanVAE] = {}  # copies on other devices (multidevice.py)
+        self._replicas: dict[torch.device, WanVAE] = {}  # copies on other devices (run/multidevice.py)
         self._replica_lock = threading.Lock()
 
     version = property(lambda self: self.config.version)
@@ -108,7 +110,7 @@ class WanVAE(driver.Decodes):
         view = (1, -1, 1, 1, 1)
         return self.latents_mean.to(like).view(view), (1.0 / self.latents_std).to(like).view(view)
 
-    # ----------------------------------------------------------------------------- the decode steps (driver.Steps)
+    # ----------------------------------------------------------------------------- the decode steps (run/decode.py's Steps)
 
     def prepare_latents(self, latents, normalized: bool) -> torch.Tensor:
         z = check_latents(latents, self)
@@ -147,38 +149,38 @@ class WanVAE(driver.Decodes):
 
     @torch.inference_mode()
     def encode(self, video: torch.Tensor, normalized: bool | None = None, *, options: Options | None = None,
-               progress: driver.Progress | None = None, cancel: driver.Cancel | None = None, strict_range: bool = True,
+               progress: Progress | None = None, cancel: Cancel | None = None, strict_range: bool = True,
                **settings) -> torch.Tensor:  # fmt: skip
         """Encode video [B, 3, F, H, W] in [-1, 1] (or [3, F, H, W]) to latents [B, C, T, h, w] (posterior mean).
 
         An RGBA VAE takes [B, 4, F, H, W] (RGB frames get alpha 1, as ComfyUI pads them). F must be 1 + 4k (the
         reference silently drops the rest; this refuses). H and W must be multiples of the spatial scale (8 or 16). `normalized=True` returns (mean - latents_mean) / std, the form
         diffusers pipelines use; the default is the raw form ComfyUI samplers use. `strict_range=False` encodes values
-        outside the range too (finite ones), as the reference does. Other settings as in `decode` (encoding.py),
+        outside the range too (finite ones), as the reference does. Other settings as in `decode` (run/encode.py),
         `frames_per_chunk` in latent frames (4 video frames each) after the first.
         """
         options = self.resolve_options(options, normalized, settings)
         self.check_encoder()
         warn_if_slow_on_cpu(self.device, self.dtype)
-        return encoding.encode_video(self, video, options, driver.Tracker(0, progress, cancel), strict_range)
+        return encode_video(self, video, options, Tracker(0, progress, cancel), strict_range)
 
     @torch.inference_mode()
     def encode_frames(self, frames: Iterable[torch.Tensor], normalized: bool | None = None, *, options: Options | None = None,
-                      trim: bool = False, total_frames: int | None = None, progress: driver.Progress | None = None,
-                      cancel: driver.Cancel | None = None, **settings) -> torch.Tensor:  # fmt: skip
+                      trim: bool = False, total_frames: int | None = None, progress: Progress | None = None,
+                      cancel: Cancel | None = None, **settings) -> torch.Tensor:  # fmt: skip
         """Encode one video given as consecutive chunks of frames [N, H, W, 3] (float in [0, 1] as ComfyUI's IMAGE,
-        or uint8), never holding more than a chunk of it (encoding.encode_stream); returns latents [1, C, T, h, w].
+        or uint8), never holding more than a chunk of it (run/encode.py's encode_stream); returns latents [1, C, T, h, w].
         `trim` crops to the size multiple and drops trailing frames that do not make 1 + 4k instead of refusing
         them; `total_frames`, if known, sizes the progress. Other arguments as in `encode`."""
         options = self.resolve_options(options, normalized, settings)
         self.check_encoder()
         warn_if_slow_on_cpu(self.device, self.dtype)
-        tracker = driver.Tracker(0, progress, cancel)
-        return encoding.encode_stream(self, frames, options, tracker, trim=trim, total_frames=total_frames)
+        tracker = Tracker(0, progress, cancel)
+        return encode_stream(self, frames, options, tracker, trim=trim, total_frames=total_frames)
 
 
 def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32, name: str | None = None):
-    """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see checkpoint.py): a `WanVAE`,
+    """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see files/checkpoint.py): a `WanVAE`,
     or for the tiny TAEHV-family decoders (taew2_1, lighttaew2_2, ...) a `TinyVAE` with the same decode API.
     `name` names a state dict in messages (and tells a tiny decoder's file name)."""
     raw, read_name = read_state_dict(source)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError
 from .config import CONFIGS, WanVAEConfig
-from .errors import CheckpointError
 from .key_names import diffusers_to_original
 
 STRIPPABLE_PREFIXES = ("vae.", "model.")

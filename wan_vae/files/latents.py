@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from . import partials
+from ..errors import CheckpointError, LatentError
 from .checkpoint import read_tensor_file
 from .config import MODELS_BY_LATENT_CHANNELS
-from .errors import CheckpointError, LatentError
 
 COMFY_KEY = "latent_tensor"
 COMFY_MARKER = "latent_format_version_0"

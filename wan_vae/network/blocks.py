@@ -1,7 +1,7 @@
 """The building blocks of the Wan VAE, each continuing a video chunk by chunk through a `StreamState`.
 
 Module names reproduce the original Wan checkpoint keys (`residual.2.weight`, `resample.1.weight`), so
-original and ComfyUI files load without renaming; `key_names.py` maps diffusers names onto them.
+original and ComfyUI files load without renaming; `files/key_names.py` maps diffusers names onto them.
 
 Every block takes and gives [B, C, T, H, W] (channels_last_3d memory when given it, which makes the
 per-frame 2-D views free). The numerics contract (shared/reference/wan_reference.md section 1.3) is kept

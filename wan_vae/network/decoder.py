@@ -3,7 +3,7 @@
 makes the pixels).
 
 `middle_pass` sees the whole latent frame; `up_pass` is local and runs on tiles (`receptive_radii` says how
-far each tile looks). driver.py drives both.
+far each tile looks). run/decode.py drives both.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..files.config import WanVAEConfig
 from .blocks import AttentionBlock, CausalConv3d, ResidualBlock, Resample, UpStage, head_layers
-from .config import WanVAEConfig
 from .stream import StreamState
 
 

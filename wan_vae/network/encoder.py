@@ -2,7 +2,7 @@
 blocks.patchify) -> [B, 2*z_dim, T, H/8, W/8], mean and log-variance, T = 1 + (F - 1) / 4, chunk by chunk.
 
 `down_pass` is local and runs on tiles (`stage_intervals` says what each tile reads); `middle_pass` sees
-the whole latent frame (encoding.py drives both).
+the whole latent frame (run/encode.py drives both).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..files.config import WanVAEConfig
 from .blocks import AttentionBlock, CausalConv3d, DownStage, ResidualBlock, Resample, head_layers, norm_silu_conv
-from .config import WanVAEConfig
 from .stream import StreamState
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..files.config import WanVAEConfig
 from .blocks import CausalConv3d, DownStage, ResidualBlock, Resample
-from .config import WanVAEConfig
 from .decoder import Decoder
 from .encoder import Encoder
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .free_memory import release_free_memory
+from ..device.free_memory import release_free_memory
 
 CACHE_T = 2  # history frames a 3x3x3 causal conv needs
 

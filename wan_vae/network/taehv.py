@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import check_against
-from .config import CONFIGS
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..files.checkpoint import check_against
+from ..files.config import CONFIGS
 
 log = logging.getLogger("wan_vae")
 

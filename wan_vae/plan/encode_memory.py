@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .errors import SettingsError
+from ..errors import SettingsError
+from ..network.blocks import CausalConv3d, Resample
 from .memory import FIXED_OVERHEAD, SAFETY, AutoPlan, cheapest_grid, history_bytes, too_small
-from .blocks import CausalConv3d, Resample
 from .tiling import axis_spans
 
 # bytes per channel of a stage's activations, per pixel and frame of a chunk at that stage (a chunk of k

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import SettingsError
-from .blocks import CausalConv3d, Resample
+from ..errors import SettingsError
+from ..network.blocks import CausalConv3d, Resample
 from .tiling import MIN_TILE_CELLS, axis_spans
 
 log = logging.getLogger("wan_vae")

@@ -10,7 +10,7 @@ by stage (each stage computes only what the later stages read), so the extra wor
 mostly on the cheap low-resolution stages.
 
 Tiles partition the latent frame: they do not overlap and need no blending. Time is never tiled:
-chunks of latent frames continue the causal history exactly (see blocks.py).
+chunks of latent frames continue the causal history exactly (see network/blocks.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 MIN_TILE_CELLS = 8  # smaller tiles are exact too, but mostly halo: several times the work
 

@@ -21,15 +21,16 @@ from typing import Protocol
 
 import torch
 
-from . import memory, multidevice
-from .errors import DecodeCancelled, SettingsError
-from .free_memory import free_bytes
+from . import multidevice
+from ..device.free_memory import free_bytes
+from ..device.precision import warn_if_slow_on_cpu
+from ..errors import DecodeCancelled, SettingsError
+from ..network.stream import Workspace
+from ..plan import memory
+from ..plan.tiling import Tile, Window, plan_grid, plan_tiles, tile_cells, window
+from ..video.writer import to_uint8
 from .inputs import check_latents
-from .stream import Workspace
 from .options import Options
-from .precision import warn_if_slow_on_cpu
-from .tiling import Tile, Window, plan_grid, plan_tiles, tile_cells, window
-from .writer import to_uint8
 
 log = logging.getLogger("wan_vae")
 
@@ -135,7 +136,7 @@ def choose_tiles(net, h: int, w: int, s: int, options: Options, what: str,
                  plan_for_budget: Callable[[int], memory.AutoPlan]) -> tuple[list[Tile], int]:  # fmt: skip
     """The tiles of an h x w cell frame that `options.tiling` asks for, and the frames per chunk to use; `s` is the
     pixels per cell that `tile_size` counts (the decoded frame's, or the encoded video's).
-    For "auto", plan_for_budget(budget bytes) picks the grid (memory.py, encode_memory.py)."""
+    For "auto", plan_for_budget(budget bytes) picks the grid (plan/memory.py, plan/encode_memory.py)."""
     if options.tiling == "on":
         return plan_tiles(h, w, tile_cells(options.tile_size, options.tile_overlap, s)), options.frames_per_chunk
     if options.tiling != "auto":

@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --nproc-per-node 2 -m wan_vae decode clip.latent --vae wan_2.1_vae.safetensors -o clip.mp4
 
-Exact tiles are independent after the middle block (tiling.py), so no activations are exchanged:
+Exact tiles are independent after the middle block (plan/tiling.py), so no activations are exchanged:
 every rank runs the whole-frame entry and middle block itself (latent resolution: a few % of the
 work) and the upsampling path of its own tiles, tile k on rank k % world_size, time outermost. After
 each chunk the ranks tell each other whether it went well (one small all-gather, so that a failure on
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import driver, encoding
-from .errors import WanVAEError
-from .stream import Workspace
+from . import decode, encode
+from ..errors import WanVAEError
+from ..network.stream import Workspace
 from .options import Options
 
 log = logging.getLogger("wan_vae")
@@ -157,7 +157,7 @@ def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | N
     options = (options or Options(tiling="auto")).merged(normalized, settings)
     plan, error = None, ""
     try:
-        plan = driver.make_plan(vae, latents, options, streaming=True, output_device="cpu", min_tiles=group.world)
+        plan = decode.make_plan(vae, latents, options, streaming=True, output_device="cpu", min_tiles=group.world)
     except WanVAEError as e:
         error = str(e)
     group.agree(not error, error)
@@ -169,28 +169,28 @@ def decode_frames(vae, latents: torch.Tensor, group: Group, normalized: bool | N
     rows, cols = len({tl.y0 for tl in plan.tiles}), len({tl.x0 for tl in plan.tiles})
     rows, cols, fpc = group.broadcast([rows, cols, plan.frames_per_chunk])  # auto may differ by free memory
     options = dataclasses.replace(options, frames_per_chunk=fpc)
-    plan = driver.make_plan(vae, latents, options, streaming=True, output_device="cpu", grid=(rows, cols))
+    plan = decode.make_plan(vae, latents, options, streaming=True, output_device="cpu", grid=(rows, cols))
     log.info("rank %d: %d latent frames, %dx%d px in %dx%d tiles, frames_per_chunk %d", group.rank, t, plan.width,
              plan.height, rows, cols, fpc)  # fmt: skip
     mine = [k for k in range(len(plan.tiles)) if k % group.world == group.rank]
     if not mine:
         log.info("rank %d has no tile to decode (%d tiles for %d ranks): it waits for the others",
                  group.rank, len(plan.tiles), group.world)  # fmt: skip
-    tracker = driver.Tracker(b * t * len(mine), progress, None)
+    tracker = decode.Tracker(b * t * len(mine), progress, None)
     scale, channels = vae.output_scale, vae.out_channels
     workspace = Workspace()
     for i in range(b):
         middle_state = vae.new_state(workspace)
         states = {k: vae.new_state(workspace) for k in mine}
-        for t0, t1, mid in driver.middles(vae, plan, i, middle_state, tracker):
-            f0, f1 = driver.frame_range(t0, t1)
+        for t0, t1, mid in decode.middles(vae, plan, i, middle_state, tracker):
+            f0, f1 = decode.frame_range(t0, t1)
             pieces, error = {}, ""
             try:
                 for k in mine:
                     tile = plan.tiles[k]
                     pieces[k] = torch.empty(f1 - f0, (tile.y1 - tile.y0) * scale, (tile.x1 - tile.x0) * scale, channels)
-                    canvas = driver.Canvas(pieces[k], "images", scale, first_frame=f0, origin=(tile.y0, tile.x0))
-                    driver.land(vae, plan, k, mid, t0, t1, states[k], canvas, tracker)
+                    canvas = decode.Canvas(pieces[k], "images", scale, first_frame=f0, origin=(tile.y0, tile.x0))
+                    decode.land(vae, plan, k, mid, t0, t1, states[k], canvas, tracker)
             except Exception as e:  # noqa: BLE001 - told to every rank, then raised everywhere
                 error = f"{type(e).__name__}: {e}"
             group.agree(not error, error)
@@ -210,12 +210,12 @@ def encode_frames(vae, frames, group: Group, normalized: bool | None = None, *, 
     version = [int(x) for x in vae.version.split(".")]
     group.same_as_rank0("The VAE and options ([version, normalized, frames_per_chunk, tile_size])",
                         [*version, int(options.normalized), options.frames_per_chunk, options.tile_size])  # fmt: skip
-    tracker = driver.Tracker(0, progress if group.rank == 0 else None, None)
-    return encoding.encode_stream(vae, frames, options, tracker, trim=trim, total_frames=total_frames, share=_TileShare(group, vae))
+    tracker = decode.Tracker(0, progress if group.rank == 0 else None, None)
+    return encode.encode_stream(vae, frames, options, tracker, trim=trim, total_frames=total_frames, share=_TileShare(group, vae))
 
 
 class _TileShare:
-    """encoding.Share over the group: tiles k % world on each rank, rank 0 gathers and runs the head."""
+    """encode.Share over the group: tiles k % world on each rank, rank 0 gathers and runs the head."""
 
     def __init__(self, group: Group, vae) -> None:
         self.group, self.vae, self.world = group, vae, group.world

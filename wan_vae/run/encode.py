@@ -1,6 +1,6 @@
 """The encode driver: video to latents, exact in tiles, whole or streamed, on one device or several.
 
-The mirror of driver.py. The encoder's `down_pass` is local, so each tile runs it on its window (its own
+The mirror of decode.py. The encoder's `down_pass` is local, so each tile runs it on its window (its own
 cells plus the margin they depend on, aligned to the stride grid: `tiling.down_window`), keeps its own
 latent cells, and the cells are gathered into the whole latent frame, on which `middle_pass` (the
 attention) and the head run once. Each tile carries its own causal history through time, so tiles
@@ -25,15 +25,16 @@ from typing import Protocol, TypeVar
 
 import torch
 
-from . import encode_memory, multidevice
-from .driver import Tracker, choose_tiles, latent_index, time_chunks
-from .errors import LatentError
-from .free_memory import free_bytes, release_free_memory
+from . import multidevice
+from ..device.free_memory import free_bytes, release_free_memory
+from ..errors import LatentError
+from ..network.blocks import patchify
+from ..network.stream import StreamState, Workspace
+from ..plan import encode_memory
+from ..plan.tiling import Tile, Window, down_window, plan_grid
+from .decode import Tracker, choose_tiles, latent_index, time_chunks
 from .inputs import centre_crop, check_frame_channels, check_values, check_video
-from .blocks import patchify
 from .options import Options
-from .stream import StreamState, Workspace
-from .tiling import Tile, Window, down_window, plan_grid
 
 T = TypeVar("T")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import MODELS_BY_LATENT_CHANNELS
-from .errors import LatentError
+from ..errors import LatentError
+from ..files.config import MODELS_BY_LATENT_CHANNELS
 
 
 def check_latents(latents, vae) -> torch.Tensor:
@@ -54,7 +54,7 @@ def check_channels(channels: int, vae) -> None:
 def check_video(video, vae, strict_range: bool = True) -> tuple[torch.Tensor, bool]:
     """A video to encode as a [B, C, F, H, W] view, and whether its values are ComfyUI's [0, 1] (frames
     [F, H, W, C], IMAGE) rather than [-1, 1] ([B, C, F, H, W] or [C, F, H, W]); C = 3, or 4 for an RGBA VAE (which
-    takes RGB too: encoding.py gives it alpha 1); F = 1 + 4k, H and W multiples of the VAE's scale. Otherwise
+    takes RGB too: encode.py gives it alpha 1); F = 1 + 4k, H and W multiples of the VAE's scale. Otherwise
     LatentError saying what to change (`strict_range=False`: any finite values). Nothing is copied."""
     if not isinstance(video, torch.Tensor):
         raise LatentError(f"The video must be a torch.Tensor, got {type(video).__name__}.")

@@ -1,6 +1,6 @@
 """Decoding on several devices of one process: tiles (and the videos of a batch) spread over them.
 
-Exact tiles are independent once the middle block has run (tiling.py), so each device takes whole
+Exact tiles are independent once the middle block has run (plan/tiling.py), so each device takes whole
 tiles: one copy of the weights per device (`WanVAE.replica`), one worker thread per device, work
 handed to whichever device is free, pieces copied into the one output. Every device runs the same
 operations on the same tiles as a single device would, so the frames are the same.
@@ -19,8 +19,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import torch
 
-from .errors import SettingsError
-from .stream import Workspace
+from ..errors import SettingsError
+from ..network.stream import Workspace
 
 log = logging.getLogger("wan_vae")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 TILING_MODES = ("off", "on", "auto")
 DEFAULT_TILE_SIZE = 512  # px; ComfyUI's VAEDecodeTiled default

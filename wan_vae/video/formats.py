@@ -12,7 +12,7 @@ import functools
 import subprocess
 from dataclasses import dataclass, field
 
-from .errors import VideoWriteError
+from ..errors import VideoWriteError
 
 DEFAULT_QUALITY = 80  # 0-100, higher is better and larger; 80 is visually lossless for H.264 (crf 19)
 

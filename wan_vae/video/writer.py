@@ -9,7 +9,7 @@ iterator of such chunks; each chunk is converted and piped to ffmpeg as it arriv
 with the video.
 The file appears under its name only once ffmpeg has finished successfully: it is written to a hidden
 temporary name in the same folder and renamed; on any failure the temporary file is removed, and one that a
-killed process left behind is removed before the next write there (partials.py).
+killed process left behind is removed before the next write there (files/partials.py).
 
 Colour: RGB is converted to YUV with the BT.709 matrix, tv range, and the stream is tagged so
 (untagged streams get decoded as BT.601 and shift colours). Sizes are never rescaled; codecs that need
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import partials
-from .errors import VideoWriteError
+from ..errors import VideoWriteError
+from ..files import partials
 from .formats import DEFAULT_QUALITY, FORMATS, VideoFormat, check_alpha, encoder_error, ffmpeg_exe
 
 log = logging.getLogger("wan_vae")
