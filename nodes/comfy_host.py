@@ -148,8 +148,8 @@ def core_vae_weights(vae) -> tuple[dict, str]:
 
 
 # What Wan VAE for Core Nodes replaces on core's VAE (comfy.sd.VAE), with the parameters (after self) each takes in
-# the ComfyUI versions the pack was checked against: 0.3.64, and the newest comfy/sd.py read (0.38), which added
-# encode's and encode_tiled's `not_video`. README: compatibility.
+# the ComfyUI versions the pack was checked against: 0.3.64; 0.38, which added encode's and encode_tiled's
+# `not_video`; and the newest comfy/sd.py read (033046cc, the 0.4x line), the same as 0.38. docs/compatibility.md.
 _TILED = ("tile_x", "tile_y", "overlap", "tile_t", "overlap_t")
 CORE_VAE_METHODS = {
     "decode": [("samples_in", "vae_options")],
@@ -158,7 +158,7 @@ CORE_VAE_METHODS = {
     "encode_tiled": [("pixel_samples", *_TILED), ("pixel_samples", *_TILED, "not_video")],
 }
 CORE_VAE_READS = ("vae_encode_crop_pixels", "output_device")  # what the replacements use of core's object
-CHECKED_VERSIONS = "ComfyUI 0.3.64 and 0.38"
+CHECKED_VERSIONS = "ComfyUI 0.3.64, 0.38 and 0.45"
 
 
 def comfyui_version() -> str:
@@ -255,11 +255,15 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
 
 
 def make_room(device: torch.device, needed_bytes: int) -> int:
-    """Ask ComfyUI to unload models until `needed_bytes` fit on `device`; returns the bytes then free there."""
+    """Ask ComfyUI to unload models until `needed_bytes` fit on `device` beside the memory it keeps back; returns the
+    bytes then free there for a decode: free memory less what ComfyUI reserves (`reserved_bytes`)."""
     if IN_COMFYUI:
-        mm.free_memory(needed_bytes, device)
+        reserved = reserved_bytes(device)
+        # The plain (non-dynamic) call: with dynamic VRAM it also unloads models partly, which newer ComfyUI logs at
+        # its DETAIL level as "Non dynamic memory free called!". Our tensors are not the patcher's, so they need it.
+        mm.free_memory(needed_bytes + reserved, device)
         mm.soft_empty_cache()
-        return mm.get_free_memory(device)
+        return max(0, mm.get_free_memory(device) - reserved)
     from ..wan_vae.device.free_memory import free_bytes
 
     if device.type == "cuda":
@@ -267,15 +271,53 @@ def make_room(device: torch.device, needed_bytes: int) -> int:
     return free_bytes(device)
 
 
+def reserved_bytes(device: torch.device) -> int:
+    """What ComfyUI keeps free on a GPU, which a decode must not plan to use: its reserved VRAM
+    (`extra_reserved_memory()`: 400-700 MB by OS, or --reserve-vram) and --vram-headroom where the version has it
+    (newer ComfyUI, for dynamic VRAM: "keep this much VRAM completely free"). Nothing on the CPU, as in core."""
+    if not IN_COMFYUI or torch.device(device).type == "cpu":
+        return 0
+    reserved = mm.extra_reserved_memory() if callable(getattr(mm, "extra_reserved_memory", None)) else 0
+    return int(reserved + float(getattr(args, "vram_headroom", 0) or 0) * 2**30)
+
+
 def result_device() -> torch.device:
     """Where IMAGE outputs live (ComfyUI's intermediate device: the CPU unless --gpu-only)."""
     return mm.intermediate_device() if IN_COMFYUI else torch.device("cpu")
 
 
+def image_dtype() -> torch.dtype:
+    """The dtype of IMAGE outputs: ComfyUI's intermediate dtype where it has one (float16 under --fp16-intermediates),
+    float32 otherwise (0.3.64)."""
+    wanted = getattr(mm, "intermediate_dtype", None) if IN_COMFYUI else None
+    return wanted() if callable(wanted) else torch.float32
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-    )
+    """Whether `error` is a device running out of memory, which a retry with smaller tiles may get past. Newer ComfyUI
+    says so itself (`is_oom`: also an AcceleratorError with CUDA's error code 2, after which it clears the pending
+    error so the retry can run); elsewhere the same test is made here."""
+    core = getattr(mm, "is_oom", None) if IN_COMFYUI else None
+    if callable(core) and core(error):
+        return True
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    accelerator = getattr(torch, "AcceleratorError", None)  # torch 2.8 on: asynchronous CUDA errors
+    if accelerator is not None and isinstance(error, accelerator) and getattr(error, "error_code", None) == 2:
+        _discard_async_error()
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def _discard_async_error() -> None:
+    """Let a CUDA error that was raised asynchronously surface and be dropped, so the next launch does not re-raise it."""
+    if not torch.cuda.is_available():
+        return
+    try:
+        torch.ones(1, device="cuda").add_(1)  # a launch and a sync: the pending error is raised here, and dropped
+        torch.cuda.synchronize()
+    except RuntimeError:
+        pass
 
 
 def release_memory() -> None:

@@ -4,7 +4,7 @@ WanImageToVideo, WanVaceToVideo, Wan22ImageToVideoLatent, VAE Decode, VAE Encode
 `vae.decode(...)` on core's VAE (comfy.sd.VAE). The node hands them a shallow copy of that object whose class is a
 subclass made here (`ExactMethods` first in its bases): every attribute core nodes read stays core's, the four
 methods are ours, and the input VAE object is never touched, so core nodes elsewhere in the graph keep core's
-behaviour. What the replacements give follows core's sd.py (0.3.64 and 0.38) exactly: shapes, dtypes, [0, 1]
+behaviour. What the replacements give follows core's sd.py (0.3.64, 0.38 and the newest read) exactly: shapes, dtypes, [0, 1]
 pixels, raw latents, the centred crop, frames beyond 1 + 4k dropped, results on core's output device.
 """
 
@@ -18,8 +18,9 @@ import weakref
 
 import torch
 
-from ..wan_vae import CheckpointError, Options, WanVAE
+from ..wan_vae import CheckpointError, Options, SettingsError, WanVAE
 from ..wan_vae.plan.tiling import MIN_TILE_CELLS
+from ..wan_vae.run.multidevice import check_devices
 from . import comfy_host
 from .decode import DECODE_INPUTS, decode_planned, pixels_per_cell
 from .encode import encode_planned
@@ -102,6 +103,7 @@ def exact_copy(core, loaded: LoadedWanVAE, options: Options):
     twin = copy.copy(core)
     twin.__class__ = _exact_class(getattr(type(core), "core_class", type(core)))  # once, if it is already a copy
     twin.wan_loaded, twin.wan_options = loaded, options
+    twin.wan_device = getattr(core, "device", None)  # what a later Select VAE Device changes `device` from
     return twin
 
 
@@ -115,6 +117,7 @@ class ExactMethods:
 
     wan_loaded: LoadedWanVAE
     wan_options: Options
+    wan_device: torch.device | None
 
     def decode(self, samples_in, vae_options={}):  # noqa: B006 (core's signature)
         return self._wan_decode(samples_in, self.wan_options)
@@ -122,6 +125,17 @@ class ExactMethods:
     def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
         # tile_x / tile_y in latent cells and tile_t in latent frames (VAE Decode (Tiled)); overlaps are not needed
         return self._wan_decode(samples, self._tiled(tile_x, tile_y, self.wan_loaded.vae.output_scale, tile_t, "decode"))
+
+    # What core nodes divide pixel sizes by (VAE Decode (Tiled): tile_size // spacial_compression_decode() cells).
+    # Core's own object says 8 for an upscale decoder of Wan 2.1, whose cells decode to 16 or more pixels.
+    def spacial_compression_decode(self) -> int:
+        return self.wan_loaded.vae.output_scale
+
+    def spacial_compression_encode(self) -> int:
+        return self.wan_loaded.vae.spatial_scale
+
+    def temporal_compression_decode(self) -> int:
+        return self.wan_loaded.vae.temporal_scale
 
     def encode(self, pixel_samples, not_video=None):
         return self._wan_encode(pixel_samples, self.wan_options, not_video)
@@ -141,18 +155,32 @@ class ExactMethods:
         return options
 
     def _output_dtype(self) -> torch.dtype:
-        wanted = getattr(self, "vae_output_dtype", None)  # 0.38: a method; 0.3.64 always gives float32
+        wanted = getattr(self, "vae_output_dtype", None)  # 0.38 on: a method (the intermediate dtype); 0.3.64: float32
         return wanted() if callable(wanted) else torch.float32
+
+    def wan_on_device(self) -> LoadedWanVAE:
+        """The VAE, on the device core's object now names: Select VAE Device (newer ComfyUI) copies the object and sets
+        `device` after this node ran; that device is used if this process can, refused before any work if not."""
+        device = getattr(self, "device", None)
+        if not isinstance(device, torch.device) or device == self.wan_device or device == self.wan_loaded.device:
+            return self.wan_loaded
+        try:
+            (device,) = check_devices([device])
+        except SettingsError as e:
+            raise SettingsError(f"Wan VAE for Core Nodes: the VAE was sent to {device} (Select VAE Device?), which this "
+                                f"ComfyUI cannot use: {e} Choose another device there, or 'default'.") from None  # fmt: skip
+        return dataclasses.replace(self.wan_loaded, device=device, devices=None)
 
     def _wan_decode(self, latents: torch.Tensor, options: Options) -> torch.Tensor:
         """Latents [B, C, T, h, w] (or image latents [B, C, h, w]) to core's [B, F, H, W, 3] in [0, 1]."""
         z = latents.unsqueeze(2) if latents.dim() == 4 else latents
 
         def work(wan, z, options, wired):
-            return wan.decode(z, options=options, layout="images", output_device=self.output_device, **wired)
+            return wan.decode(z, options=options, layout="images", output_device=self.output_device,
+                              image_dtype=self._output_dtype(), **wired)  # fmt: skip
 
-        frames = decode_planned(self.wan_loaded, z, options, work)  # [B * F, H, W, 3]
-        return frames.reshape(z.shape[0], -1, *frames.shape[1:]).to(self._output_dtype())
+        frames = decode_planned(self.wan_on_device(), z, options, work)  # [B * F, H, W, 3]
+        return frames.reshape(z.shape[0], -1, *frames.shape[1:])
 
     def _wan_encode(self, pixels: torch.Tensor, options: Options, not_video) -> torch.Tensor:
         """Core's IMAGE [N, H, W, 3] (one video, or with not_video N single frames) or videos [B, F, H, W, 3] to raw
@@ -161,10 +189,10 @@ class ExactMethods:
         if pixels.dim() == 4:
             single = getattr(self, "not_video", False) if not_video is None else not_video
             pixels = pixels.unsqueeze(1) if single else pixels.unsqueeze(0)
-        latents = []
+        latents, loaded = [], self.wan_on_device()
         for video in pixels:  # [F, H, W, 3] each; core's encoder drops frames beyond 1 + 4k
             video = video[: 1 + 4 * ((video.shape[0] - 1) // 4)] if video.shape[0] else video
-            latents.append(encode_planned(self.wan_loaded, _in_range(video), options))
+            latents.append(encode_planned(loaded, _in_range(video), options))
         out = torch.cat(latents).to(self.output_device, self._output_dtype())
         formatted = getattr(self, "format_encoded", None)  # 0.38: set by a few VAEs, None for Wan's
         return formatted(out) if formatted is not None else out

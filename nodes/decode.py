@@ -72,7 +72,8 @@ class WanDecodeLatents:
 
     def decode(self, vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk):
         def work(wan, latents, options, wired):
-            return wan.decode(latents, options=options, layout="images", output_device=comfy_host.result_device(), **wired)
+            return wan.decode(latents, options=options, layout="images", output_device=comfy_host.result_device(),
+                              image_dtype=comfy_host.image_dtype(), **wired)  # fmt: skip
 
         return (run_decode(vae, samples, latent_space, tiling, tile_size, tile_overlap, frames_per_chunk, work),)
 

@@ -87,7 +87,8 @@ def as_wan_vae(vae) -> LoadedWanVAE:
     if isinstance(vae, LoadedWanVAE):
         return vae
     if isinstance(getattr(vae, "wan_loaded", None), LoadedWanVAE):  # Wan VAE for Core Nodes' / WanVideoWrapper's: the one it runs
-        return vae.wan_loaded
+        on_device = getattr(vae, "wan_on_device", None)  # core's object: where Select VAE Device may have sent it since
+        return on_device() if callable(on_device) else vae.wan_loaded
     cached = _FROM_CORE.get(vae) if _weakrefable(vae) else None
     if cached is not None:
         return cached
@@ -98,6 +99,7 @@ def as_wan_vae(vae) -> LoadedWanVAE:
         cached = LoadedWanVAE(wan, device, sampled_space="normalized")  # its sampler's latents are normalized
     else:
         weights, held = comfy_host.core_vae_weights(vae)  # checks what it is; the weights are not copied
+        device = vae.device if isinstance(getattr(vae, "device", None), torch.device) else device  # Select VAE Device's
         cached = LoadedWanVAE(_load(weights, "core Load VAE's VAE", comfy_host.compute_dtype("auto", device), held, "core VAE Decode"),
                               device)  # fmt: skip
     if _weakrefable(vae):

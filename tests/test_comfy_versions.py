@@ -1,10 +1,16 @@
-"""Every ComfyUI call the pack makes (nodes/comfy_host.py), against stand-ins of ComfyUI 0.3.64 and 0.38.
+"""Every ComfyUI call the pack makes (nodes/comfy_host.py), against stand-ins of ComfyUI 0.3.64, 0.38 and 0.45.
 
 The stand-ins are ComfyUI's modules as far as the pack touches them, with the signatures and behaviour read from
-each version's source (README: compatibility): comfy.model_management, comfy.utils.ProgressBar, folder_paths,
-comfy.cli_args, server.PromptServer and comfyui_version. What changed between the two and matters here:
-InterruptProcessingException became a BaseException; ProgressBar throttles plain updates (previews go at once);
-get_annotated_filepath refuses paths that leave their folder; free_memory took more keywords.
+each version's source (docs/compatibility.md has the table and the commits): comfy.model_management,
+comfy.utils.ProgressBar, folder_paths, comfy.cli_args, server.PromptServer and comfyui_version. What changed and
+matters here:
+- 0.38: InterruptProcessingException became a BaseException; ProgressBar throttles plain updates (previews go at
+  once); get_annotated_filepath refuses paths that leave their folder; free_memory took more keywords.
+- 0.45 (the newest files stored, past 0.38.1: comfy/model_management.py @02b2b388, comfy/cli_args.py @03294572):
+  is_oom(e) also takes an AcceleratorError with CUDA's error code 2 and then drops the pending error
+  (discard_cuda_async_error); intermediate_dtype() gives IMAGE outputs float16 under --fp16-intermediates;
+  --vram-headroom keeps VRAM free beside extra_reserved_memory() (which every version has: 400 MB on Linux, or
+  --reserve-vram).
 """
 
 import importlib.util
@@ -23,9 +29,10 @@ PACK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def standin_modules(version: str, folders: dict) -> tuple[dict[str, types.ModuleType], dict]:
-    calls = {"free_memory": [], "progress": [], "notices": [], "interrupted": False}
-    newer = version != "0.3.64"
+    calls = {"free_memory": [], "progress": [], "notices": [], "interrupted": False, "discarded": 0}
+    newer, newest = version != "0.3.64", version == "0.45"
 
+    cli_args = types.ModuleType("comfy.cli_args")
     mm = types.ModuleType("comfy.model_management")
     mm.InterruptProcessingException = type("InterruptProcessingException", (BaseException if newer else Exception,), {})
     mm.vae_device = mm.get_torch_device = mm.vae_offload_device = mm.intermediate_device = lambda: torch.device("cpu")
@@ -40,6 +47,18 @@ def standin_modules(version: str, folders: dict) -> tuple[dict[str, types.Module
         def free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006
             calls["free_memory"].append((memory_required, device))
     mm.free_memory = free_memory
+    mm.extra_reserved_memory = lambda: 400 * 1024 * 1024  # EXTRA_RESERVED_VRAM on Linux, in all three
+    if newest:
+        def is_oom(e):  # model_management.py @02b2b388
+            if isinstance(e, torch.cuda.OutOfMemoryError):
+                return True
+            if isinstance(e, torch.AcceleratorError) and (getattr(e, "error_code", None) == 2 or "out of memory" in str(e).lower()):
+                calls["discarded"] += 1  # discard_cuda_async_error()
+                return True
+            return False
+
+        mm.is_oom = is_oom
+        mm.intermediate_dtype = lambda: torch.float16 if cli_args.args.fp16_intermediates else torch.float32
 
     class ProgressBar:
         def __init__(self, total, node_id=None):
@@ -82,8 +101,9 @@ def standin_modules(version: str, folders: dict) -> tuple[dict[str, types.Module
 
     fp.get_annotated_filepath, fp.get_save_image_path = get_annotated_filepath, get_save_image_path
 
-    cli_args = types.ModuleType("comfy.cli_args")
     cli_args.args = types.SimpleNamespace(preview_size=512, disable_metadata=False)
+    if newest:
+        cli_args.args.fp16_intermediates, cli_args.args.vram_headroom = False, 0.0
     server = types.ModuleType("server")
     server.PromptServer = types.SimpleNamespace(instance=types.SimpleNamespace(
         send_sync=lambda event, data: calls["notices"].append((event, data))))  # fmt: skip
@@ -96,7 +116,7 @@ def standin_modules(version: str, folders: dict) -> tuple[dict[str, types.Module
     return modules, calls
 
 
-@pytest.fixture(params=["0.3.64", "0.38.1"])
+@pytest.fixture(params=["0.3.64", "0.38.1", "0.45"])
 def comfy(request, folders, monkeypatch):
     """The pack imported afresh inside a stand-in ComfyUI of the given version."""
     (folders["output"] / "temp").mkdir()
@@ -109,7 +129,8 @@ def comfy(request, folders, monkeypatch):
     monkeypatch.setitem(sys.modules, name, pack)
     spec.loader.exec_module(pack)
     yield types.SimpleNamespace(version=request.param, nodes=pack.NODE_CLASS_MAPPINGS, calls=calls, mm=modules["comfy.model_management"],
-                                host=sys.modules[f"{name}.nodes.comfy_host"])  # fmt: skip
+                                args=modules["comfy.cli_args"].args, host=sys.modules[f"{name}.nodes.comfy_host"],
+                                lib=sys.modules[f"{name}.wan_vae"])  # fmt: skip
     for module in [m for m in sys.modules if m.startswith(name)]:
         del sys.modules[module]
 
@@ -141,3 +162,64 @@ def test_stop_keeps_the_latent_and_says_so_whatever_the_interrupt_s_base_class(c
     kept = sorted(p.name for p in (folders["output"] / "stopped").iterdir())
     assert kept == ["wan_00001_.latent"] and torch.equal(read_latent_file(folders["output"] / "stopped" / kept[0]), z)
     assert [data["text"][:8] for event, data in comfy.calls["notices"] if event == "wan_vae.notice"] == ["Stopped."]
+
+
+@pytest.mark.parametrize("form", ["oom", "accelerator code 2", "not memory"])
+def test_out_of_memory_in_every_form_gets_the_one_retry_with_tiles(comfy, monkeypatch, form):
+    """A GPU out of memory is torch.cuda.OutOfMemoryError, or (torch 2.8 on) an AcceleratorError with CUDA's error code 2
+    whatever its text: both get the retry with smaller tiles in every version; another error is raised as it is."""
+    wan_class = type(comfy.nodes["LoadWanVAE"]().load("wan_2.1_vae.safetensors", "auto", "auto")[0].vae)
+    real, seen = wan_class.decode, []
+
+    def failing_once(self, latents, *args, **kwargs):
+        seen.append(kwargs["options"])
+        if len(seen) == 1:
+            if form == "oom":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 7.70 GiB")
+            error = torch.AcceleratorError("CUDA error: an error was raised asynchronously")
+            error.error_code = 2 if form == "accelerator code 2" else 700
+            raise error
+        return real(self, latents, *args, **kwargs)
+
+    monkeypatch.setattr(wan_class, "decode", failing_once)
+    vae = comfy.nodes["LoadWanVAE"]().load("wan_2.1_vae.safetensors", "auto", "auto")[0]
+    z = latents("2.1", (1, 2, 6, 10))
+    node = comfy.nodes["WanDecodeLatents"]()
+    if form == "not memory":
+        with pytest.raises(torch.AcceleratorError):
+            node.decode(vae, {"samples": z}, "raw", "off", 512, 64, 1)
+        assert len(seen) == 1
+        return
+    images = node.decode(vae, {"samples": z}, "raw", "off", 512, 64, 1)[0]
+    assert images.shape == (5, 48, 80, 3) and [o.tiling for o in seen] == ["off", "on"]
+    assert comfy.calls["discarded"] == (1 if comfy.version == "0.45" and form == "accelerator code 2" else 0)  # core's own test
+
+
+def test_the_auto_plan_leaves_the_vram_comfyui_reserves(comfy):
+    gpu = torch.device("cuda", 0)
+    headroom = 1.5 if comfy.version == "0.45" else 0.0
+    if headroom:
+        comfy.args.vram_headroom = headroom  # --vram-headroom 1.5
+    reserved = (400 << 20) + int(headroom * 2**30)
+    assert comfy.host.reserved_bytes(gpu) == reserved and comfy.host.reserved_bytes(torch.device("cpu")) == 0
+    assert comfy.host.make_room(gpu, 2 << 30) == (8 << 30) - reserved
+    assert comfy.calls["free_memory"][-1] == ((2 << 30) + reserved, gpu)  # room for the decode beside the reserve
+    assert comfy.host.make_room(torch.device("cpu"), 1 << 30) == 8 << 30  # core reserves nothing in RAM either
+
+
+def test_images_come_in_comfyui_s_intermediate_dtype(comfy):
+    vae = comfy.nodes["LoadWanVAE"]().load("wan_2.1_vae.safetensors", "auto", "auto")[0]
+    z = latents("2.1", (1, 2, 6, 10))
+    decode = comfy.nodes["WanDecodeLatents"]().decode
+    full = decode(vae, {"samples": z}, "raw", "off", 512, 64, 1)[0]
+    assert full.dtype == torch.float32
+    if comfy.version != "0.45":
+        return
+    comfy.args.fp16_intermediates = True  # --fp16-intermediates
+    half = decode(vae, {"samples": z}, "raw", "off", 512, 64, 1)[0]  # the float32 frames, rounded once
+    assert half.dtype == torch.float16 and torch.equal(half, full.half())
+    result = comfy.nodes["ExportVideo"]().export(half, 16.0, "ffv1-mkv", 80, "half/wan", True, bit_depth=8)
+    assert result["ui"]["wan_video"][0]["subfolder"] == "half"  # the other nodes take the half-precision frames
+    encode = comfy.nodes["WanEncode"]().encode
+    assert torch.equal(encode(vae, half, "raw", "off", 512, 1, False)[0]["samples"],
+                       encode(vae, half.float(), "raw", "off", 512, 1, False)[0]["samples"])  # fmt: skip

@@ -143,7 +143,7 @@ def test_a_comfyui_whose_vae_changed_is_refused_naming_versions_and_nothing_is_c
                        (Missing, r"no decode_tiled\(\)")):  # fmt: skip
         core = cls()
         before = dict(core.__dict__)
-        with pytest.raises(TypeError, match=rf"built for ComfyUI 0\.3\.64 and 0\.38; this ComfyUI \(unknown\) has .*{found}"):
+        with pytest.raises(TypeError, match=rf"built for ComfyUI 0\.3\.64, 0\.38 and 0\.45; this ComfyUI \(unknown\) has .*{found}"):
             adapt(pack, core)
         assert core.__dict__ == before and type(core) is cls
 
@@ -199,3 +199,52 @@ def test_image_latents_decode_as_one_frame_each(pack, folders):
     z = latents("2.1", (2, 1, 6, 10))[:, :, 0]  # [B, C, h, w], as image models hand them over
     ours = twin.decode(z)
     assert ours.shape == (2, 1, 48, 80, 3) and diff(ours, core.decode(z.unsqueeze(2))) <= TOL
+
+
+def test_select_vae_device_after_the_node_is_honoured_and_a_device_that_is_not_here_is_refused(pack, folders, monkeypatch):
+    """Newer ComfyUI's Select VAE Device copies the VAE object (copy.copy) and sets its `device`
+    (comfy_extras/nodes_multigpu.py @374ae431): our copy then runs there, or says it cannot before any work."""
+    import copy
+
+    twin = adapt(pack, CoreLikeVAE("2.1"))
+    ran_on = []
+    real = pack.nodes.core_vae.decode_planned
+    monkeypatch.setattr(pack.nodes.core_vae, "decode_planned", lambda loaded, *a: ran_on.append(loaded.device) or real(loaded, *a))
+    z = latents("2.1", (1, 2, 6, 10))
+    selected = copy.copy(twin)
+    selected.device = torch.device("cpu")  # "default": where it was
+    assert diff(selected.decode(z), twin.decode(z)) == 0 and ran_on == [torch.device("cpu")] * 2
+    assert pack.nodes.load_vae.as_wan_vae(selected) is twin.wan_loaded
+
+    selected.device = torch.device("cuda", 7)  # a workflow from a machine with eight GPUs
+    with pytest.raises(pack.lib.SettingsError, match=r"sent to cuda:7 \(Select VAE Device\?\), which this ComfyUI cannot use"):
+        selected.decode(z)
+    with pytest.raises(pack.lib.SettingsError, match="cuda:7"):
+        selected.encode(frames(5, 48, 80))
+    assert len(ran_on) == 2  # nothing ran
+    monkeypatch.setattr(pack.nodes.core_vae, "check_devices", lambda devices: list(devices))  # as if torch saw it
+    assert pack.nodes.load_vae.as_wan_vae(selected).device == torch.device("cuda", 7)
+    assert twin.wan_loaded.device == torch.device("cpu")  # the node's own VAE is left where it was
+
+
+def test_an_upscale_decoder_tells_core_nodes_its_true_scale_so_tiled_decodes_get_the_size_asked(pack, folders, monkeypatch):
+    """VAE Decode (Tiled) asks for tile_size // spacial_compression_decode() cells (nodes.py, 0.3.64 and @02217e36);
+    core's own object says 8 for the 2x upscale decoder, whose cells are 16 pixels: its tiles came out twice as large."""
+    from reference import write_vae_file
+    from test_pack import load
+
+    write_vae_file(folders["vae"] / "Wan2.1_VAE_upscale2x.safetensors", "2.1", out_channels=12)
+    loaded = load(pack, "Wan2.1_VAE_upscale2x.safetensors", device="cpu")
+    monkeypatch.setattr(pack.host, "core_vae_from_weights", lambda sd: CoreLikeVAE("2.1"))
+    monkeypatch.setitem(pack.nodes.core_vae.CORE_BUILDS, "2.1", (loaded.vae.config.dim, loaded.vae.config.decoder_dim))
+    twin = adapt(pack, loaded, tiling="off")
+    assert (twin.spacial_compression_decode(), twin.spacial_compression_encode(), twin.temporal_compression_decode()) == (16, 8, 4)
+    seen = []
+    wan_class = type(loaded.vae)
+    real = wan_class.decode
+    monkeypatch.setattr(wan_class, "decode", lambda self, x, *a, **kw: seen.append(kw["options"]) or real(self, x, *a, **kw))
+    z = latents("2.1", (1, 2, 12, 20))
+    tile_size = 256  # VAE Decode (Tiled)'s widget, in output pixels
+    out = twin.decode_tiled(z, tile_x=tile_size // twin.spacial_compression_decode(), tile_y=tile_size // twin.spacial_compression_decode())
+    assert seen[-1].tile_size == tile_size and out.shape == (1, 5, 192, 320, 3)
+    assert diff(out, twin.decode(z)) <= TOL

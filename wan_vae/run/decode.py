@@ -164,11 +164,11 @@ class Canvas:
         """piece: [1, C, n, h, w] in [-1, 1] (unclamped), frames from `frame` on, at `tile`'s place."""
         n, (h, w) = piece.shape[2], piece.shape[-2:]
         f, y, x = frame - self.first_frame, (tile.y0 - self.origin[0]) * self.scale, (tile.x0 - self.origin[1]) * self.scale
-        piece = piece.to(self.out.dtype)  # map and clamp in the output's precision, still on the decode device
-        if self.layout == "video":
-            self.out[:, :, f : f + n, y : y + h, x : x + w] = piece.clamp_(-1.0, 1.0)
-        else:
-            self.out[f : f + n, y : y + h, x : x + w] = piece[0].permute(1, 2, 3, 0).add(1).mul_(0.5).clamp_(0.0, 1.0)
+        if self.layout == "video":  # clamped in the output's precision, still on the decode device
+            self.out[:, :, f : f + n, y : y + h, x : x + w] = piece.to(self.out.dtype).clamp_(-1.0, 1.0)
+        else:  # mapped to [0, 1] in fp32 (at least), then rounded once into a half-precision output
+            mapped = piece[0].permute(1, 2, 3, 0).to(torch.promote_types(piece.dtype, torch.float32))
+            self.out[f : f + n, y : y + h, x : x + w] = mapped.add(1).mul_(0.5).clamp_(0.0, 1.0)
 
     def frame(self, frame: int) -> torch.Tensor:
         """Frame `frame` of the video as [H, W, C] in [0, 1] (a view in the "images" layout)."""
@@ -230,9 +230,9 @@ def land(net: Steps, plan: Plan, k: int, mid: torch.Tensor, t0: int, t1: int, st
 
 
 def decode_video(net: Steps, plan: Plan, tracker: Tracker, *, layout: str, dtype: torch.dtype, output_device,
-                 devices: list[torch.device] | None = None) -> torch.Tensor:  # fmt: skip
+                 devices: list[torch.device] | None = None, image_dtype: torch.dtype = torch.float32) -> torch.Tensor:  # fmt: skip
     """The whole video in one preallocated output: [B, C, F, H, W] in [-1, 1] of `dtype` ("video"), or
-    [B*F, H, W, C] float32 in [0, 1] ("images"); C = net.out_channels.
+    [B*F, H, W, C] in [0, 1] of `image_dtype` ("images"); C = net.out_channels.
 
     Tiles go one after the other, each through all of time, so one tile's history is alive at a time;
     the `middle` output of every chunk is kept meanwhile, on `output_device`, in one buffer.
@@ -243,7 +243,7 @@ def decode_video(net: Steps, plan: Plan, tracker: Tracker, *, layout: str, dtype
         out = alloc(b, net.out_channels, plan.frames, plan.height, plan.width, dtype=dtype, device=device)
         canvases = [Canvas(out[i : i + 1], layout, net.output_scale) for i in range(b)]
     else:
-        out = alloc(b * plan.frames, plan.height, plan.width, net.out_channels, dtype=torch.float32, device=device)
+        out = alloc(b * plan.frames, plan.height, plan.width, net.out_channels, dtype=image_dtype, device=device)
         canvases = [Canvas(out[i * plan.frames : (i + 1) * plan.frames], layout, net.output_scale) for i in range(b)]
     if devices is None:
         workspace = Workspace()
@@ -353,14 +353,15 @@ class Decodes:
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, normalized: bool | None = None, *, options: Options | None = None,
                layout: str = "video", output_device=None, progress: Progress | None = None, cancel: Cancel | None = None,
-               preview: Preview | None = None, **settings) -> torch.Tensor:  # fmt: skip
+               preview: Preview | None = None, image_dtype: torch.dtype = torch.float32, **settings) -> torch.Tensor:  # fmt: skip
         """Decode latents [B, C, T, h, w] (or [C, T, h, w]) to video, F = 1 + 4(T - 1) frames per latent video.
 
         options (or keywords of the same names: normalized, tiling, tile_size, tile_overlap,
             frames_per_chunk, memory_budget, devices): see `Options`. Tiles give the untiled pixels
             exactly; with tiling="auto" the frame gets at least one tile per device where it is large enough.
-        layout: "video" -> [B, C, F, H, W] in [-1, 1]; "images" -> [B*F, H, W, C] float32 in [0, 1]; C is 3, or 4
-            for an RGBA VAE (RGB, then alpha). An upscale decoder gives its factor times the pixels.
+        layout: "video" -> [B, C, F, H, W] in [-1, 1]; "images" -> [B*F, H, W, C] in [0, 1] of `image_dtype` (float32,
+            or float16 / bfloat16: the float32 frames rounded once); C is 3, or 4 for an RGBA VAE (RGB, then alpha).
+            An upscale decoder gives its factor times the pixels.
         output_device: where the output is allocated (default: the VAE's device); pieces are copied
             there as they are decoded, so a GPU decode can fill a CPU tensor.
         progress(done, total): after every decoded chunk of every tile. cancel(): checked before every
@@ -369,13 +370,16 @@ class Decodes:
         """
         if layout not in ("video", "images"):
             raise SettingsError(f"layout must be 'video' or 'images', got {layout!r}.")
+        if image_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise SettingsError(f"image_dtype must be float32, float16 or bfloat16, not {image_dtype}.")
         options = self.resolve_options(options, normalized, settings)
         devices = self.work_devices(options)
         output_device = self.device if output_device is None else output_device
         plan = make_plan(self, latents, options, streaming=False, output_device=output_device, min_tiles=len(devices or ()))
         warn_if_slow_on_cpu(self.device, self.dtype)
         tracker = Tracker(plan.steps, progress, cancel, preview)
-        return decode_video(self, plan, tracker, layout=layout, dtype=self.video_dtype, output_device=output_device, devices=devices)
+        return decode_video(self, plan, tracker, layout=layout, dtype=self.video_dtype, output_device=output_device, devices=devices,
+                            image_dtype=image_dtype)
 
     @torch.inference_mode()
     def decode_frames(self, latents: torch.Tensor, normalized: bool | None = None, *, options: Options | None = None,
