@@ -162,6 +162,34 @@ def test_lightvae_loads_as_a_pruned_wan_2_1_vae_and_streams_exactly(tmp_path, ca
     assert "Wan 2.1 VAE pruned to 25% of its decoder channels (LightX2V's LightVAE: faster, lossy) (16 latent" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("pruning", [0.5, 0.75])
+def test_mg_lightvae_in_its_training_checkpoint_loads_as_a_pruned_wan_2_2_vae(tmp_path, capsys, pruning):
+    """Matrix-Game 3's MG-LightVAE (pruning 0.5) and MG-LightVAE_v2 (0.75): a Wan 2.2 VAE in diffusers names whose
+    decoder keeps 1 - pruning of its channels (decoder.conv_in: 512 or 256 of 1024), saved by its trainer under
+    "generator" (or "state_dict") beside distillation heads that no decode uses. It decodes as diffusers'
+    AutoencoderKLWan with the same pruned decoder (decoder_base_dim 128 or 64), chunked and tiled exactly."""
+    from diffusers import AutoencoderKLWan
+
+    from reference import diffusers_kwargs, perturbed, reference_decode
+
+    torch.manual_seed(0)
+    kw = diffusers_kwargs("2.2", real=False) | {"decoder_base_dim": int(256 * (1 - pruning))}
+    model = perturbed(AutoencoderKLWan(**kw).eval().requires_grad_(False), 0)
+    heads = {f"dynamic_feature_projection_heads.{i}.weight": torch.randn(32, 8) for i in range(3)}
+    wrapped = {"generator": {**model.state_dict(), **heads}, "iteration": 12000} if pruning == 0.5 else \
+        {"state_dict": {"generator": {**model.state_dict(), **heads}}}  # fmt: skip
+    torch.save(wrapped, tmp_path / "MG-LightVAE.pth")
+    vae = load_vae(tmp_path / "MG-LightVAE.pth")
+    share = f"{1 - pruning:.0%}"
+    assert vae.version == "2.2" and vae.config.decoder_dim == int(256 * (1 - pruning)) and f"pruned to {share}" in vae.title
+    z = latents("2.2", (1, 2, 4, 6))
+    video = vae.decode(z)
+    assert video.shape == (1, 3, 5, 64, 96) and (video - reference_decode(model, z)).abs().max() <= 1e-5
+    assert (vae.decode(z, frames_per_chunk=2, tiling="on", tile_size=128) - video).abs().max() <= 1e-5
+    assert cli(["info", str(tmp_path / "MG-LightVAE.pth")]) == 0
+    assert f"Wan 2.2 VAE pruned to {share} of its decoder channels" in capsys.readouterr().out
+
+
 def test_widths_that_fit_no_pruning_are_refused_naming_the_shapes(tmp_path):
     lightvae_file(tmp_path / "odd.safetensors")
     from safetensors.torch import load_file

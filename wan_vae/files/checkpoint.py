@@ -24,6 +24,11 @@ from .config import CONFIGS, WanVAEConfig
 from .key_names import diffusers_to_original
 
 STRIPPABLE_PREFIXES = ("vae.", "model.")
+# Where training checkpoints keep the weights: {"state_dict": {...}}; Matrix-Game 3's MG-LightVAE: {"generator": {...}}.
+WRAPPER_KEYS = ("state_dict", "generator")
+# Tensors a trainer saved beside the VAE that no decode uses, dropped as their own loaders drop them (MG-LightVAE's
+# distillation heads; LightX2V's vae_2_2.py loads without them).
+TRAINING_ONLY = ("dynamic_feature_projection_heads",)
 DIFFUSERS_WEIGHT_FILES = (
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.fp16.safetensors",
@@ -74,7 +79,7 @@ def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     """The tensors in a .safetensors or PyTorch file, told apart by content, never by extension.
 
     PyTorch files load with weights_only=True: a file that would run code is refused. A training
-    checkpoint's "state_dict" entry is unwrapped; a bare tensor comes back as {"tensor": t}.
+    checkpoint's "state_dict" (or "generator") entry is unwrapped; a bare tensor comes back as {"tensor": t}.
     Empty, truncated or corrupt files raise CheckpointError saying so.
     """
     size = path.stat().st_size
@@ -118,8 +123,8 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     if isinstance(obj, torch.Tensor):
         return {"tensor": obj}
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+    while isinstance(obj, Mapping) and (inner := next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)):
+        obj = inner
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not tensors.")
     return dict(obj)
@@ -329,7 +334,8 @@ def prepare_state_dict(source, name: str | None = None) -> tuple[dict[str, torch
     non_tensors = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
         raise CheckpointError(f"{name} holds entries that are not tensors ({_list(non_tensors, 5)}); is it a VAE file?")
-    sd, prefix = strip_prefix(uncompiled(raw))
+    kept = {k: v for k, v in uncompiled(raw).items() if not set(k.split(".")) & set(TRAINING_ONLY)}
+    sd, prefix = strip_prefix(kept)
     try:
         version, naming = detect(sd)
     except CheckpointError as e:
