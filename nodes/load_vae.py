@@ -39,8 +39,8 @@ class LoadWanVAE:
         "Qwen-Image) or the Wan 2.2 VAE (wan2.2_vae.safetensors: Wan 2.2 TI2V-5B). Original, ComfyUI and diffusers "
         "files in fp32, fp16 or bf16 all load (Qwen-Image's diffusers VAE too), and the variants: spacepxl's 2x upscale "
         "decoder (Wan2.1_VAE_upscale2x: twice the pixels at no extra decode cost), Qwen-Image-Layered's RGBA VAE, "
-        "decoder-only fine-tunes; and the fast lossy ones: LightX2V's LightVAE (lightvaew2_1) and the tiny decoders "
-        "taew2_1, taew2_2, lighttaew2_1, lighttaew2_2. Anything else is refused with what it is."
+        "decoder-only fine-tunes; and the fast lossy ones: LightX2V's LightVAE (lightvaew2_1), Matrix-Game 3's MG-LightVAE "
+        "and the tiny decoders taew2_1, taew2_2, taew2_2_super, lighttaew2_1, lighttaew2_2. Anything else is refused with what it is."
     )
     RETURN_TYPES = ("WAN_VAE",)
     RETURN_NAMES = ("wan_vae",)
@@ -53,8 +53,8 @@ class LoadWanVAE:
             "required": {
                 "vae_name": (comfy_host.vae_filenames(), {"tooltip": (
                     "A file in ComfyUI/models/vae: wan_2.1_vae / wan2.2_vae / qwen_image_vae, a 2x upscale decoder, the "
-                    "RGBA VAE of Qwen-Image-Layered, or a fast lossy one (lightvaew2_1, taew2_1, taew2_2, lighttaew2_1, "
-                    "lighttaew2_2). The console says what the file turned out to be.")}),
+                    "RGBA VAE of Qwen-Image-Layered, or a fast lossy one (lightvaew2_1, MG-LightVAE, taew2_1, taew2_2, "
+                    "taew2_2_super, lighttaew2_1, lighttaew2_2). The console says what the file turned out to be.")}),
                 "precision": (PRECISIONS, {"default": "auto", "tooltip": (
                     "auto: bf16 on GPUs that support it, fp32 on the CPU. bf16/fp16 run the heavy convolutions "
                     "in half precision and the rest in fp32: faster and smaller, within 1% of fp32. "

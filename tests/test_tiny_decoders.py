@@ -1,6 +1,8 @@
 """The Wan-family decoders: TAEHV-architecture tiny decoders (taew2_1, taew2_2, lighttaew2_1, lighttaew2_2) and
 LightX2V's pruned LightVAE, from files with the real key names and shapes and seeded random weights."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -38,7 +40,9 @@ def tiny_file(path, channels: int, seed: int = 0, encoder: bool = True, decoder:
             sd[f"decoder.{i + 1}.conv.weight"] = w(n_in * 2, n_in, 1, 1)  # i: the upsample, i + 1: the grow layer
             sd[f"decoder.{i + 2}.weight"] = w(n_out, n_in, 3, 3)
             i += 3
-        sd |= {"decoder.22.weight": w(3 * patch**2, 64, 3, 3), "decoder.22.bias": w(3 * patch**2, scale=0.05) + 0.5}
+        # the exit conv scaled so the frames are not saturated (random He-scaled blocks grow the activations): without it
+        # 90 % of the pixels sat at 0 or 1, and the comparison below was at the edge of its tolerance on an AVX2 CPU
+        sd |= {"decoder.22.weight": w(3 * patch**2, 64, 3, 3) * 0.02, "decoder.22.bias": w(3 * patch**2, scale=0.05) + 0.5}
     if encoder:
         sd |= {"encoder.0.weight": w(64, 3 * patch**2, 3, 3), "encoder.0.bias": w(64), "encoder.2.conv.weight": w(64, 128, 1, 1),
                "encoder.4.conv.0.weight": w(64, 128, 3, 3), "encoder.18.weight": w(channels, 64, 3, 3)}  # fmt: skip
@@ -92,6 +96,7 @@ def test_each_tiny_decoder_loads_decodes_and_streams(tmp_path, name, version, ra
     video = vae.decode(z)
     s = cfg.spatial_scale
     assert video.shape == (2, 3, 9, 4 * s, 6 * s)  # 1 + 4(T - 1) frames, like the full VAE
+    assert (video.abs() < 0.99).float().mean() > 0.9  # frames, not saturated noise: the comparisons mean something
     # taew files take the diffusion model's normalized latents, lighttae files the VAE's raw ones (LightX2V's rule)
     mean, std = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1), torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
     fed = z if raw else (z - mean) / std
@@ -101,6 +106,85 @@ def test_each_tiny_decoder_loads_decodes_and_streams(tmp_path, name, version, ra
     images = vae.decode(z, layout="images", frames_per_chunk=2)
     assert streamed.shape == images.shape == (18, 4 * s, 6 * s, 3)
     assert (streamed - images).abs().max() < 1e-4 and (images - video.permute(0, 2, 3, 4, 1).flatten(0, 1).add(1).div(2)).abs().max() < 1e-4
+
+
+# ------------------------------------------------------------------------------------------ the Super layout
+
+SUPER = (512, 256, 128, 64)  # taehv.py's n_f for arch_variant "super"
+
+
+def super_file(path, channels: int = 48, seed: int = 0) -> dict:
+    """taew2_2_super's decoder as taehv.py (HEAD, 2026) lays it out, seeded random weights: decoder.0 a 1x1 entry conv;
+    per stage three memory blocks (conv.0 depthwise 7x7, conv.1 1x1 to 2x, conv.3 1x1 back), a 3x3 conv to 4x the next
+    width, ReLU, pixel shuffle, a grow 1x1 conv (the first stored for 2x time); decoder.22 the exit conv."""
+    g = torch.Generator().manual_seed(seed)
+
+    def w(*shape, scale=None):
+        fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+        return torch.randn(*shape, generator=g) * (scale or (2 / fan_in) ** 0.5)
+
+    sd, i = {"decoder.0.weight": w(SUPER[0], channels, 1, 1)}, 1
+    for n_in, n_out in zip(SUPER, SUPER[1:]):
+        for _ in range(3):
+            sd |= {f"decoder.{i}.conv.0.weight": w(2 * n_in, 1, 7, 7), f"decoder.{i}.conv.1.weight": w(4 * n_in, 2 * n_in, 1, 1),
+                   f"decoder.{i}.conv.1.bias": w(4 * n_in, scale=0.05), f"decoder.{i}.conv.3.weight": w(n_in, 4 * n_in, 1, 1) * 0.06}  # fmt: skip
+            i += 1
+        sd |= {f"decoder.{i}.weight": w(4 * n_out, n_in, 3, 3), f"decoder.{i}.bias": w(4 * n_out, scale=0.05),
+               f"decoder.{i + 3}.conv.weight": w(2 * n_out, n_out, 1, 1)}  # conv, ReLU, shuffle, grow
+        i += 4
+    patch = 1 if channels == 16 else 2
+    # scaled so that the frames are not saturated (about 1 % of the pixels at 0 or 1): a comparison that means something
+    sd |= {"decoder.22.weight": w(3 * patch**2, 64, 3, 3) * 0.02, "decoder.22.bias": w(3 * patch**2, scale=0.05) + 0.5}
+    save_file(sd, str(path))
+    return sd
+
+
+def reference_super_decode(sd: dict, z: torch.Tensor) -> torch.Tensor:
+    """The Super decoder's whole-video decode written out from taehv.py's description: all frames at once, each memory
+    block fed the previous frame's input (zeros first), no input clamp, the first 3 frames dropped."""
+    n, t = z.shape[0], z.shape[2]
+    x = F.conv2d(z.permute(0, 2, 1, 3, 4).flatten(0, 1), sd["decoder.0.weight"])
+    i, frames = 1, t
+    for (n_in, n_out), stride in zip(zip(SUPER, SUPER[1:]), (1, 2, 2)):
+        for _ in range(3):
+            past = F.pad(x.view(n, frames, *x.shape[1:]), (0, 0, 0, 0, 0, 0, 1, 0))[:, :frames].flatten(0, 1)
+            h = F.conv2d(torch.cat([x, past], 1), sd[f"decoder.{i}.conv.0.weight"], padding=3, groups=2 * n_in)
+            h = F.relu(F.conv2d(h, sd[f"decoder.{i}.conv.1.weight"], sd[f"decoder.{i}.conv.1.bias"]))
+            x, i = F.conv2d(h, sd[f"decoder.{i}.conv.3.weight"]) + x, i + 1
+        x = F.pixel_shuffle(F.relu(F.conv2d(x, sd[f"decoder.{i}.weight"], sd[f"decoder.{i}.bias"], padding=1)), 2)
+        x = F.conv2d(x, sd[f"decoder.{i + 3}.conv.weight"][-n_out * stride :]).reshape(-1, n_out, *x.shape[2:])
+        frames, i = frames * stride, i + 4
+    x = F.conv2d(x, sd["decoder.22.weight"], sd["decoder.22.bias"], padding=1)
+    x = F.pixel_shuffle(x, 2) if x.shape[1] == 12 else x
+    return x.clamp(0, 1).view(n, frames, 3, *x.shape[2:])[:, 3:].permute(0, 2, 1, 3, 4)
+
+
+def test_taew2_2_super_loads_by_content_decodes_as_taehv_and_streams(tmp_path, capsys):
+    sd = super_file(tmp_path / "taew2_2_super.safetensors")
+    vae = load_vae(tmp_path / "taew2_2_super.safetensors")
+    assert isinstance(vae, TinyVAE) and vae.info.name == "taew2_2_super" and vae.version == "2.2" and not vae.info.raw_latents
+    cfg = CONFIGS["2.2"]
+    z = latents("2.2", (1, 3, 4, 6))
+    mean, std = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1), torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+    video = vae.decode(z)
+    assert video.shape == (1, 3, 9, 64, 96) and (video.abs() < 0.99).float().mean() > 0.9
+    assert (video - (reference_super_decode(sd, (z - mean) / std) * 2 - 1)).abs().max() < 1e-4
+    streamed = torch.cat(list(vae.decode_frames(z, frames_per_chunk=1)))
+    assert (streamed - vae.decode(z, layout="images")).abs().max() < 1e-4
+    assert cli(["info", str(tmp_path / "taew2_2_super.safetensors")]) == 0
+    assert "taew2_2_super: tiny TAEHV-architecture decoder for Wan 2.2 latents (48 channels)" in capsys.readouterr().out
+
+
+def test_a_super_file_with_a_missing_block_or_for_hunyuan_is_refused_saying_what_was_found(tmp_path):
+    sd = super_file(tmp_path / "taew2_2_super.safetensors")
+    for key in [k for k in sd if k.startswith("decoder.9.")]:  # the second stage's first memory block
+        del sd[key]
+    save_file(sd, str(tmp_path / "taew2_2_super.safetensors"))
+    with pytest.raises(CheckpointError, match=r"\(a TAEHV Super decoder\) does not match .* missing 4: decoder\.9\.conv"):
+        load_vae(tmp_path / "taew2_2_super.safetensors")
+    super_file(tmp_path / "taehv1_5_super.safetensors", channels=32)
+    with pytest.raises(CheckpointError, match=r"not one for Wan latents \(decoder.0.weight \[512, 32, 1, 1\].*Hunyuan"):
+        load_vae(tmp_path / "taehv1_5_super.safetensors")
 
 
 def test_a_mismatched_pair_gets_the_same_message_as_the_full_vaes(tmp_path):
