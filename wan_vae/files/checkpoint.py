@@ -208,6 +208,12 @@ def _what_is_it(sd: Mapping[str, object]) -> str:
     if not keys:
         return "it holds no tensors at all"
     conv_in = sd.get("decoder.conv_in.weight")
+    if isinstance(conv_in, torch.Tensor) and conv_in.dim() == 4 and any(k.endswith(".gamma") for k in keys):
+        return (  # RMS norms' gammas are the Wan family's; 2-D kernels with them: diffusers' AutoencoderKLQwenImage21
+            f"it looks like Qwen-Image 2.1's VAE (diffusers AutoencoderKLQwenImage21: the Wan 2.2 network with 2-D kernels, "
+            f"{conv_in.shape[1]}-channel latents), which this pack does not decode yet; use core VAE Decode in a ComfyUI "
+            "that knows it"
+        )
     if isinstance(conv_in, torch.Tensor) and conv_in.dim() == 4:
         return (
             f"it looks like an image VAE (Stable Diffusion / SDXL / Flux style): decoder.conv_in.weight is a 2-D "
@@ -244,9 +250,10 @@ def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     version = {16: "2.1", 48: "2.2"}.get(z_dim)
     if version is None:
         what = " (Qwen-Image 2.1's VAE, a different network with 2-D kernels)" if z_dim == 64 else ""
+        instead = " Decode Qwen-Image 2.1 latents with core VAE Decode in a ComfyUI that knows its VAE." if z_dim == 64 else ""
         raise CheckpointError(
             f"This Wan-style VAE has {z_dim} latent channels{what}; only the Wan 2.1 (16) and Wan 2.2 (48) VAEs and their "
-            "variants (RGBA, upscale decoders, Qwen-Image's VAE) are supported."
+            f"variants (RGBA, upscale decoders, Qwen-Image's VAE) are supported.{instead}"
         )
     if nested != CONFIGS[version].is_residual:
         layout = "Wan 2.2 (nested stages)" if nested else "Wan 2.1 (flat stages)"

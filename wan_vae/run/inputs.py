@@ -45,6 +45,9 @@ def check_channels(channels: int, vae) -> None:
             f"These latents have {channels} channels: {models} latents need the {vae_name} VAE, but {have}. "
             f"Load the {vae_name} VAE ({'wan2.2_vae.safetensors' if channels == 48 else 'wan_2.1_vae.safetensors'})."
         )
+    if channels == 64:  # Qwen-Image 2.1's image latents (its VAE: z_dim 64, 16x)
+        raise LatentError(f"These latents have 64 channels: Qwen-Image 2.1 latents, whose VAE this pack does not decode "
+                          f"yet, and {have}. Decode them with core VAE Decode and Qwen-Image 2.1's VAE.")  # fmt: skip
     raise LatentError(
         f"These latents have {channels} channels, but {have}. They do not come from a Wan video model "
         f"(4-channel latents are SD 1.x/SDXL images, 16-channel 4-D latents SD3/Flux images)."
