@@ -142,6 +142,14 @@ def test_training_checkpoint_with_a_state_dict_entry_loads(tmp_path):
     assert load_vae(tmp_path / "vae.ckpt").version == "2.1"
 
 
+def test_a_wrapper_that_contains_itself_is_refused_not_followed_forever(tmp_path):
+    wrapper = {}
+    wrapper["state_dict"] = wrapper  # a pickle can hold this; unwrapping must stop
+    torch.save(wrapper, tmp_path / "loop.pth")
+    with pytest.raises(CheckpointError, match="holds entries that are not tensors"):
+        load_vae(tmp_path / "loop.pth")
+
+
 def test_load_to_a_dtype_and_back():
     vae = load_vae(reference_model("2.2").state_dict(), dtype=torch.bfloat16)
     assert vae.dtype == torch.bfloat16 and vae.device == torch.device("cpu")

@@ -123,7 +123,10 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     if isinstance(obj, torch.Tensor):
         return {"tensor": obj}
-    while isinstance(obj, Mapping) and (inner := next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)):
+    for _ in range(len(WRAPPER_KEYS) + 1):  # bounded: a hostile pickle can hold a dict that contains itself
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
         obj = inner
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not tensors.")
