@@ -1,16 +1,23 @@
 """Fixtures for the node tests: the pack imported the way ComfyUI imports it, and ComfyUI's folders."""
 
 import importlib.util
+import os
+import shutil
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-from safetensors.torch import save_file
+# Triton kernels run through Triton's interpreter on a machine without an NVIDIA GPU (tests/test_kernels.py). Read
+# when Triton is first imported, which importing torch.library's custom ops does: so before anything else.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import clean_tree
-from comfy_graph import LoadLatentLikeComfyUI
-from reference import write_vae_file
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+import clean_tree  # noqa: E402
+from comfy_graph import LoadLatentLikeComfyUI  # noqa: E402
+from reference import write_vae_file  # noqa: E402
 
 PACK = Path(__file__).resolve().parents[1]
 

@@ -11,13 +11,14 @@ import pytest
 LIBRARY = Path(__file__).resolve().parents[1] / "wan_vae"
 
 # Each group and the groups it may import (besides itself), top to bottom: the face (the package's own modules)
-# drives runs, runs follow plans, plans price networks, networks read files; videos serve runs and the face;
-# the device's memory and precision, and the errors, serve everything. docs/development.md draws the same map.
+# drives runs, runs follow plans, plans price networks, networks call kernels and read files; videos serve runs and
+# the face; the device's memory, precision and GPU path, and the errors, serve everything. docs/development.md draws the same map.
 GROUPS = {
-    "face": {"run", "plan", "network", "files", "video", "device", "errors"},
-    "run": {"plan", "network", "files", "video", "device", "errors"},
-    "plan": {"network", "files", "device", "errors"},
-    "network": {"files", "device", "errors"},
+    "face": {"run", "plan", "network", "kernels", "files", "video", "device", "errors"},
+    "run": {"plan", "network", "kernels", "files", "video", "device", "errors"},
+    "plan": {"network", "kernels", "files", "device", "errors"},
+    "network": {"kernels", "files", "device", "errors"},
+    "kernels": {"device", "errors"},
     "video": {"files", "errors"},
     "files": {"errors"},
     "device": {"errors"},

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from .device.precision import warn_if_slow_on_cpu
+from .device.precision import default_mixed, warn_if_slow_on_cpu
 from .errors import LatentError
 from .files.checkpoint import CheckpointInfo, check_against, prepare_state_dict, read_state_dict, strip_prefix
 from .files.config import WanVAEConfig
 from .network.blocks import pixel_shuffle, unpatchify
-from .network.model import WanVAEModel, full_precision, precision, set_precision
+from .network.model import WanVAEModel, full_precision, is_mixed, lay_out_weights, precision, set_precision
 from .network.stream import StreamState, Workspace
 from .network.taehv import is_tiny
 from .run import multidevice
@@ -54,12 +54,18 @@ class WanVAE(Decodes):
     latents_std = property(lambda self: torch.tensor(self.config.latents_std))
     dtype = property(lambda self: precision(self.model), doc="float32 (or float64), or the heavy convs' bf16/fp16 (model.set_precision)")
     full_dtype = property(lambda self: full_precision(self.model), doc="what runs outside the heavy convs: float32 or float64")
+    mixed = property(lambda self: is_mixed(self.model), doc="half precision in the heavy convs only (set_precision)")
     device = property(lambda self: self.model.conv2.weight.device)
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> WanVAE:
-        self.model.to(device=device)
+    def to(self, device=None, dtype: torch.dtype | None = None, mixed: bool | None = None) -> WanVAE:
+        """Move the weights and/or change the precision (`mixed`: see set_precision; by default as it was, or for a
+        half precision newly asked for, what suits the device: `precision.default_mixed`)."""
         if dtype is not None:
-            set_precision(self.model, dtype)
+            if mixed is None:
+                mixed = self.mixed if dtype == self.dtype else default_mixed(device if device is not None else self.device)
+            set_precision(self.model, dtype, mixed)
+        self.model.to(device=device)
+        lay_out_weights(self.model)
         return self
 
     kind = property(lambda self: f"the {self.config.name()}", doc="what it is, without the widths: 'the Wan 2.1 RGBA VAE'")
@@ -84,7 +90,8 @@ class WanVAE(Decodes):
                 with torch.device("meta"):
                     model = WanVAEModel(self.config)
                 model.load_state_dict({k: v.to(device) for k, v in self.model.state_dict().items()}, assign=True)
-                set_precision(model, self.dtype)
+                set_precision(model, self.dtype, self.mixed)
+                lay_out_weights(model)
                 replica = WanVAE(model, self.checkpoint)
                 replica.channels_last = self.channels_last
                 self._replicas[device] = replica
@@ -179,10 +186,11 @@ class WanVAE(Decodes):
         return encode_stream(self, frames, options, tracker, trim=trim, total_frames=total_frames)
 
 
-def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32, name: str | None = None):
+def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32, name: str | None = None, mixed: bool | None = None):
     """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see files/checkpoint.py): a `WanVAE`,
     or for the tiny TAEHV-family decoders (taew2_1, lighttaew2_2, ...) a `TinyVAE` with the same decode API.
-    `name` names a state dict in messages (and tells a tiny decoder's file name)."""
+    `name` names a state dict in messages (and tells a tiny decoder's file name). A half-precision `dtype` runs every
+    conv in it on CUDA devices and the heavy ones only elsewhere, unless `mixed` says (network/model.set_precision)."""
     raw, read_name = read_state_dict(source)
     name = name or read_name
     stripped, _ = strip_prefix(raw)
@@ -194,5 +202,6 @@ def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32, name: str
     check_against(sd, {k: v.shape for k, v in model.state_dict().items()}, info.source)
     model.load_state_dict(sd, strict=True, assign=True)
     model.to(device=device)
-    set_precision(model, dtype)
+    set_precision(model, dtype, default_mixed(device) if mixed is None else mixed)
+    lay_out_weights(model)
     return WanVAE(model, info)

@@ -15,6 +15,12 @@ def default_dtype(device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
+def default_mixed(device) -> bool:
+    """Whether half precision stays in the heavy convs (within 1% of fp32; the CPU's choice, where the other convs
+    would gain little) or takes every conv (CUDA: tensor cores throughout, half the activation traffic; within 2%)."""
+    return torch.device(device).type != "cuda"
+
+
 def warn_if_slow_on_cpu(device, dtype: torch.dtype) -> None:
     """Half-precision convs on a CPU without native support run a fallback kernel (fp16 on this
     project's AVX-512 CPU: 4 GFLOP/s against 245 in fp32): say so rather than look hung.

@@ -98,7 +98,7 @@ class Decoder(nn.Module):
             x = window.crop(i, x)
         if i == len(self.stages):
             norm, _, conv = self.head
-            act = state.workspace.take(x, x.shape)
+            act = state.workspace.take(x, x.shape, conv.compute_dtype)  # the norm rounds once, into the head's precision
             out = conv.run_taps(norm(x, out=act, silu=True), state)
             del x
             state.workspace.give(act)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..device.gpu import gpu_shaped
 from ..files.config import WanVAEConfig
 from .blocks import CausalConv3d, DownStage, ResidualBlock, Resample
 from .decoder import Decoder
@@ -46,34 +47,56 @@ def half_precision_blocks(model: WanVAEModel) -> list[ResidualBlock]:
     return encoder + decoder
 
 
-def set_precision(model: WanVAEModel, dtype: torch.dtype) -> None:
-    """fp32 everywhere, or fp16/bf16 in the convs of `half_precision_blocks` with everything else in fp32; float64
-    makes everything float64 (for checking numerics: several times slower than fp32, twice the memory).
+def set_precision(model: WanVAEModel, dtype: torch.dtype, mixed: bool = True) -> None:
+    """fp32 everywhere; or half precision (fp16/bf16) in the convs of `half_precision_blocks` with everything else in
+    fp32 (`mixed`, within 1% of fp32), or in every conv but the two heads (`mixed=False`: the GPU default, all tensor
+    cores, activations in half precision between layers); float64 makes everything float64 (for checking numerics:
+    several times slower than fp32, twice the memory).
 
-    Everything else is the residual sums, norms, attention, up/downsampling, the entry and exit convs
-    and the low-resolution stages: in half precision they would double the error for little time
-    (pure bf16 measured 2.4e-2 relative L2 against fp32 on the decoder benchmark). Their weights keep
-    the precision they were loaded in and are cast to fp32 as they are used, so a bf16 file takes no
-    more memory than in pure bf16 (Wan 2.2: 1.4 GB, not 2.7). Each conv casts its input to its compute
-    dtype when filling its input buffer, so the boundaries need no other code.
+    Mixed keeps the residual sums, norms, attention, up/downsampling, the entry and exit convs and the low-resolution
+    stages in fp32: in half precision they would double the error for little time on a CPU (pure bf16 measured 2.4e-2
+    relative L2 against fp32 on the decoder benchmark). Their weights keep the precision they were loaded in and are
+    cast to fp32 as they are used, so a bf16 file takes no more memory than in pure bf16 (Wan 2.2: 1.4 GB, not 2.7).
+    Each conv casts its input to its compute dtype when filling its input buffer, so the boundaries need no other code.
+    The norms compute in fp32 at every precision and round once (kernels/norm.py).
     """
     if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise ValueError(f"dtype must be float32, bfloat16, float16 or float64, not {dtype}")
-    heavy = {conv for block in half_precision_blocks(model) for conv in (block.residual[2], block.residual[6])}
     full = torch.float64 if dtype == torch.float64 else torch.float32
+    if mixed or dtype == full:
+        half = {conv for block in half_precision_blocks(model) for conv in (block.residual[2], block.residual[6])}
+    else:  # every conv but the quant convs (1x1x1 at latent size) and the heads, which make latents and pixels
+        keep = {model.conv2, model.decoder.head[2], *((model.conv1, model.encoder.head[2]) if model.config.has_encoder else ())}
+        half = {m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Conv3d) and m not in keep}
     for module in model.modules():
         if isinstance(module, CausalConv3d):
-            module.compute_dtype = dtype if module in heavy else full
-    if dtype in (torch.float32, torch.float64):
+            module.compute_dtype = dtype if module in half else full
+    if dtype == full:
         model.to(dtype)
         return
-    for conv in heavy:
+    for conv in half:
         conv.to(dtype)
+
+
+def lay_out_weights(model: nn.Module) -> None:
+    """Conv weights in channels-last memory on the GPU path (the activations' layout: no cuDNN copy of the weights per
+    call), in the default layout elsewhere. Done in place wherever the weights move (WanVAE.to, its replicas)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Conv3d):
+            weight = module.weight
+            fmt = {4: torch.channels_last, 5: torch.channels_last_3d}[weight.dim()] if gpu_shaped(weight) else torch.contiguous_format
+            if not weight.is_contiguous(memory_format=fmt):
+                weight.data = weight.data.contiguous(memory_format=fmt)
 
 
 def precision(model: WanVAEModel) -> torch.dtype:
     """The dtype `set_precision` gave the model (its half-precision convs' dtype)."""
     return half_precision_blocks(model)[-1].residual[6].compute_dtype
+
+
+def is_mixed(model: WanVAEModel) -> bool:
+    """Whether a half-precision model keeps its convs outside `half_precision_blocks` in fp32 (set_precision)."""
+    return model.decoder.conv1.compute_dtype != precision(model)
 
 
 def full_precision(model: WanVAEModel) -> torch.dtype:
