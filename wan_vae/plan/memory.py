@@ -46,6 +46,10 @@ TRANSIENT_BYTES_PER_PIXEL = {
 }  # fmt: skip
 SAFETY = 1.1
 FIXED_OVERHEAD = 384 * 2**20
+# Latent frames per pass that `auto` tries first on the GPU path, untiled (then 2, then the caller's): each pass's
+# causal history copies and launches are spread over more frames (benchmarks/gpu_cost.py: 480p, 81 frames on an H200
+# estimated 0.69 s at 4, 0.73 s at 2, 0.81 s at 1; launches 2,739, 5,599, 11,319). Tiles only where one frame per pass does not fit either.
+GPU_FRAMES_PER_CHUNK = 4
 HEAD_COPIES = 6  # fp32 copies of an upscale head's extra channels alive per output frame (measured: README, tiling)
 
 
@@ -188,19 +192,21 @@ class AutoPlan:
 
 
 def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, streaming: bool = False,
-                    latent_frames: int | None = None, output_on_device: bool = False, min_tiles: int = 1) -> AutoPlan:  # fmt: skip
-    """The decode's tile grid (rows x cols) with the least work whose estimated peak fits `budget` bytes (`cheapest_grid`)."""
+                    latent_frames: int | None = None, output_on_device: bool = False, min_tiles: int = 1,
+                    longer: int | None = None) -> AutoPlan:  # fmt: skip
+    """The decode's tile grid (rows x cols) with the least work whose estimated peak fits `budget` bytes (`cheapest_grid`);
+    with `longer`, first that many (then half as many) latent frames per pass untiled, where they fit."""
     fig = figures(vae)
 
     def cost(rows: int, cols: int, fpc: int) -> tuple[int, int]:
         need = estimate(vae, h, w, rows, cols, fpc, streaming, latent_frames, output_on_device, fig)
         return need, grid_cost(fig, h, w, rows, cols).work
 
-    return cheapest_grid(vae, h, w, frames_per_chunk, budget, min_tiles, cost, "decode")
+    return cheapest_grid(vae, h, w, frames_per_chunk, budget, min_tiles, cost, "decode", longer)
 
 
 def cheapest_grid(vae, h: int, w: int, frames_per_chunk: int, budget: int, min_tiles: int,
-                  cost: Callable[[int, int, int], tuple[int, int]], what: str) -> AutoPlan:  # fmt: skip
+                  cost: Callable[[int, int, int], tuple[int, int]], what: str, longer: int | None = None) -> AutoPlan:  # fmt: skip
     """The tile grid with the least work whose estimated peak fits `budget` bytes; cost(rows, cols, fpc) is
     (estimated peak bytes, work).
 
@@ -209,6 +215,11 @@ def cheapest_grid(vae, h: int, w: int, frames_per_chunk: int, budget: int, min_t
     search stops there. `min_tiles` (one per device) is honoured as far as the frame allows. Raises
     SettingsError with the smallest estimate in GiB when nothing fits.
     """
+    while longer and longer > frames_per_chunk and min_tiles <= 1:  # longer chunks untiled before anything else
+        need, work = cost(1, 1, longer)
+        if need <= budget:
+            return AutoPlan(1, 1, longer, need, work)
+        longer //= 2
     most = max(1, h // MIN_TILE_CELLS) * max(1, w // MIN_TILE_CELLS)
     min_tiles = min(min_tiles, most)
     smallest = None

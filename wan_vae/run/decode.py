@@ -23,6 +23,7 @@ import torch
 
 from . import multidevice
 from ..device.free_memory import free_bytes
+from ..device.gpu import gpu_shaped, slow_cudnn_conv3d
 from ..device.precision import warn_if_slow_on_cpu
 from ..errors import DecodeCancelled, SettingsError
 from ..network.stream import Workspace
@@ -122,8 +123,9 @@ def make_plan(net: Steps, latents, options: Options, *, streaming: bool, output_
         tiles = plan_grid(h, w, *grid)
     else:
         on_device = torch.device(output_device if output_device is not None else net.device).type == net.device.type
+        longer = memory.GPU_FRAMES_PER_CHUNK if gpu_shaped(z) and not slow_cudnn_conv3d() else None
         tiles, fpc = choose_tiles(net, h, w, scale, options, "decode", lambda budget: memory.plan_for_budget(
-            net, h, w, fpc, budget, streaming, t, on_device, min_tiles))  # fmt: skip
+            net, h, w, fpc, budget, streaming, t, on_device, min_tiles, longer))  # fmt: skip
     if len(tiles) == 1:
         windows = [None]
     else:
