@@ -18,8 +18,8 @@ convs at the TF32 rate (cuDNN's default, `torch.backends.cudnn.allow_tf32`) or w
 `--unfused` costs our norm as the torch path would run it on a GPU (bands of 16M elements, 8 kernels each, fp32
 scratch): the fused kernel's worth.
 
-Calibration: fastvae's published eager-diffusers figures on an RTX PRO 6000 (2.4x its own 1,171 ms at 480p and
-2,782 ms at 720p) against this model's estimate of the same decode are printed with --calibrate.
+Calibration: fastvae's published eager-diffusers figures on an RTX PRO 6000 (2,817 ms at 480p, 6,570 ms at 720p, Wan
+2.1, 81 frames, bf16) against this model's estimate of the same decode are printed with --calibrate: 1.10x and 1.09x.
 """
 
 from __future__ import annotations
@@ -375,11 +375,12 @@ def main(argv=None) -> dict:
 
 
 def calibrate(diffusers: Trace, height: int, record: dict) -> None:
-    """fastvae's README: eager diffusers at 2.4x FastVAEDecoder's 1,171 ms (480p) and 2,782 ms (720p), RTX PRO 6000."""
-    published = {480: 2.4 * 1.171, 720: 2.4 * 2.782}[height]
+    """fastvae's README (PyPI, 2026-08): eager diffusers bf16, Wan 2.1, 81 frames on an RTX PRO 6000: 2,817 ms at 480p,
+    6,570 ms at 720p (fastvae itself: 1,171 and 2,782 ms)."""
+    published = {480: 2.817, 720: 6.570}[height]
     estimate = diffusers.seconds(GPUS["RTX PRO 6000"])
     record["calibration"] = {"published_s": published, "estimated_s": estimate}
-    print(f"\nCalibration: diffusers eager on an RTX PRO 6000, published {published:.2f} s (2.4x fastvae), estimated "
+    print(f"\nCalibration: diffusers eager on an RTX PRO 6000, published {published:.2f} s (fastvae's README), estimated "
           f"{estimate:.2f} s: the model is {estimate / published:.2f}x the published figure.")
 
 

@@ -14,8 +14,9 @@ Sections:
 - decode: Wan 2.1, 21 latent frames (81) at 832x480 and 1280x720, bf16 and fp32, untiled, tiling auto with an
   8 GB budget, 256 px tiles, and diffusers' decode of the same latent (enable_tiling where untiled does not fit);
   Wan 2.2 TI2V-5B at 1280x704, 121 frames; an encode of an 81-frame 480p clip;
-- knobs: channels_last_3d on/off, cudnn.benchmark on/off, frames_per_chunk 1/2/4, the non-heavy weights kept in
-  fp32 against cast per use (bf16), each A/B in the same run;
+- knobs: channels_last_3d on/off, cudnn.benchmark on/off, frames_per_chunk 1/2/4, bf16 everywhere against bf16
+  mixed (its non-heavy weights cast once per decode or kept in fp32), the fused Triton norm against the torch path,
+  torch.compile of the residual blocks, and fastvae's FastVAEDecoder where it is installed; each A/B in the same run;
 - devices: with two or more GPUs, `devices` over all of them and two torch.distributed ranks, with the scaling.
 
 Targets to record against (one H200, bf16, Wan 2.1, 81 frames): 832x480 in at most 1.2 s and 1280x720 in at most
@@ -286,8 +287,58 @@ def knobs(args, models: Models, rows: list) -> None:
         for m, (weight, bias) in vae._saved.items():
             m.weight, m.bias = weight, bias
 
-    ab("bf16: non-heavy weights cast per use (the default)", keep, keep)
-    ab("bf16: non-heavy weights kept in fp32", fp32_weights, restore)
+    def mixed(vae):
+        vae._was_mixed = vae.mixed
+        vae.to(dtype=torch.bfloat16, mixed=True)
+
+    def unmixed(vae):
+        vae.to(dtype=torch.bfloat16, mixed=vae._was_mixed)
+
+    ab("bf16 as loaded (GPU: every conv in bf16)", keep, keep)
+    ab("bf16 mixed: non-heavy convs in fp32 (TF32), their bf16 weights cast once per decode", mixed, unmixed)
+    ab("bf16 mixed, non-heavy weights kept in fp32", lambda vae: (mixed(vae), fp32_weights(vae)), lambda vae: (restore(vae), unmixed(vae)))
+    ab("fused norm off (the torch path)", lambda vae: fused_norm(False), lambda vae: fused_norm(True))
+    if args.device.startswith("cuda"):  # a CPU compile takes minutes, and fastvae is GPU-only
+        ab("torch.compile of every residual block (max-autotune-no-cudagraphs)", compile_blocks, uncompile_blocks)
+        guarded(rows, "fastvae FastVAEDecoder, same weights and latent", lambda: fastvae_decode(args, models, z_of))
+
+
+def fused_norm(on: bool) -> None:
+    """The Triton norm on (as it loads) or off (the torch path), in every copy of the library this process imported."""
+    for name, module in list(sys.modules.items()):
+        if name.endswith("wan_vae.kernels.norm"):
+            module._triton = None if on else False
+
+
+def compile_blocks(vae) -> None:
+    from wan_vae.network.blocks import ResidualBlock
+
+    for block in vae.model.modules():
+        if isinstance(block, ResidualBlock):
+            block.forward = torch.compile(block.forward, mode="max-autotune-no-cudagraphs", dynamic=False)
+
+
+def uncompile_blocks(vae) -> None:
+    from wan_vae.network.blocks import ResidualBlock
+
+    for block in vae.model.modules():
+        if isinstance(block, ResidualBlock):
+            block.__dict__.pop("forward", None)
+
+
+def fastvae_decode(args, models, z_of) -> dict:
+    """fastvae (PyPI) on diffusers' model with the same weights, bf16, the same latent (normalized space is not
+    involved: both take raw latents)."""
+    try:
+        from fastvae import FastVAEDecoder
+    except ImportError as e:
+        raise Skip(f"fastvae is not installed ({e}); pip install fastvae") from None
+    check_device(args.device, torch.bfloat16)
+    model = copy.deepcopy(models.reference("2.1")).to(args.device, torch.bfloat16)
+    decoder = FastVAEDecoder.from_vae(model)
+    z = z_of().to(torch.bfloat16)
+    _, seconds, memory = timed(lambda: decoder.decode(z), args.device)
+    return {"seconds": seconds, **memory}
 
 
 def devices(args, models: Models, rows: list) -> None:

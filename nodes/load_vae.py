@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from ..wan_vae import CheckpointError, WanVAE, load_vae
+from ..wan_vae.device.precision import default_mixed
 from . import comfy_host, wrapper_vae
 
 log = logging.getLogger("wan_vae")
 
 CATEGORY = "Wan VAE"
-PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+PRECISIONS = ["auto", "fp32", "bf16", "fp16", "bf16 mixed", "fp16 mixed"]  # new choices go at the end: saved workflows
 DEVICES = ["auto", "cpu", "gpu", "all gpus"]
 
 
@@ -56,8 +57,10 @@ class LoadWanVAE:
                     "RGBA VAE of Qwen-Image-Layered, or a fast lossy one (lightvaew2_1, MG-LightVAE, taew2_1, taew2_2, "
                     "taew2_2_super, lighttaew2_1, lighttaew2_2). The console says what the file turned out to be.")}),
                 "precision": (PRECISIONS, {"default": "auto", "tooltip": (
-                    "auto: bf16 on GPUs that support it, fp32 on the CPU. bf16/fp16 run the heavy convolutions "
-                    "in half precision and the rest in fp32: faster and smaller, within 1% of fp32. "
+                    "auto: bf16 on GPUs that support it, fp32 on the CPU. bf16/fp16 on a GPU run every convolution "
+                    "in half precision (tensor cores throughout: the fastest, within about 2% of fp32, as close as "
+                    "diffusers' bf16); on the CPU only the heavy ones. bf16 mixed / fp16 mixed: the heavy convolutions "
+                    "in half precision and the rest in fp32, also on a GPU: within 1% of fp32, a little slower. "
                     "fp32 is the reference precision; fp16 can overflow on rare inputs.")}),
                 "device": (DEVICES, {"default": "auto", "tooltip": (
                     "Where decoding runs. auto follows ComfyUI (its GPU, or the CPU with --cpu / --cpu-vae). "
@@ -69,8 +72,9 @@ class LoadWanVAE:
 
     def load(self, vae_name: str, precision: str, device: str):
         targets = comfy_host.compute_devices(device)
-        dtype = comfy_host.compute_dtype(precision, targets[0])
-        vae = load_vae(comfy_host.vae_file(vae_name), device=comfy_host.offload_device(), dtype=dtype)
+        dtype = comfy_host.compute_dtype(precision.removesuffix(" mixed"), targets[0])
+        mixed = precision.endswith(" mixed") or default_mixed(targets[0])  # for where it decodes, not where it waits
+        vae = load_vae(comfy_host.vae_file(vae_name), device=comfy_host.offload_device(), dtype=dtype, mixed=mixed)
         loaded = LoadedWanVAE(vae, targets[0], targets if len(targets) > 1 else None)
         log.info("Load Wan VAE: %s: %s", vae_name, loaded)
         return (loaded,)
@@ -95,21 +99,21 @@ def as_wan_vae(vae) -> LoadedWanVAE:
     device = comfy_host.compute_device("auto")
     if wrapper_vae.is_wrapper_vae(vae):
         weights, dtype, name = wrapper_vae.wrapper_weights(vae)  # refuses a class or version it does not know
-        wan = _load(weights, name, dtype, f"WanVideoWrapper's {type(vae).__name__}", "the wrapper's own nodes")
+        wan = _load(weights, name, dtype, device, f"WanVideoWrapper's {type(vae).__name__}", "the wrapper's own nodes")
         cached = LoadedWanVAE(wan, device, sampled_space="normalized")  # its sampler's latents are normalized
     else:
         weights, held = comfy_host.core_vae_weights(vae)  # checks what it is; the weights are not copied
         device = vae.device if isinstance(getattr(vae, "device", None), torch.device) else device  # Select VAE Device's
-        cached = LoadedWanVAE(_load(weights, "core Load VAE's VAE", comfy_host.compute_dtype("auto", device), held, "core VAE Decode"),
+        cached = LoadedWanVAE(_load(weights, "core Load VAE's VAE", comfy_host.compute_dtype("auto", device), device, held, "core VAE Decode"),
                               device)  # fmt: skip
     if _weakrefable(vae):
         _FROM_CORE[vae] = cached
     return cached
 
 
-def _load(weights: dict, name: str, dtype: torch.dtype, held: str, instead: str) -> WanVAE:
+def _load(weights: dict, name: str, dtype: torch.dtype, device: torch.device, held: str, instead: str) -> WanVAE:
     try:
-        return load_vae(weights, device=comfy_host.offload_device(), dtype=dtype, name=name)
+        return load_vae(weights, device=comfy_host.offload_device(), dtype=dtype, name=name, mixed=default_mixed(device))
     except CheckpointError as e:
         raise CheckpointError(f"{e} It holds {held}. The Wan nodes take the Wan 2.1 or Wan 2.2 VAE and their variants (or "
                               f"the tiny decoders); decode this one with {instead}.") from None  # fmt: skip

@@ -42,6 +42,12 @@ def _dtype(choice: str, device: torch.device) -> torch.dtype:
     return default_dtype(device) if choice == "auto" else DTYPES[choice]
 
 
+def _precision(choice: str, device: torch.device) -> dict:
+    """load_vae's dtype and mixed for --precision (bf16-mixed: half precision in the heavy convs only, on a GPU too)."""
+    mixed = choice.endswith("-mixed")
+    return {"dtype": _dtype(choice.removesuffix("-mixed"), device), "mixed": True if mixed else None}
+
+
 def _options(args) -> Options:
     """The decode/encode settings from the flags of the same names."""
     return Options.from_widgets(args.latent_space, args.tiling, args.tile_size, getattr(args, "tile_overlap", DEFAULT_TILE_OVERLAP),
@@ -88,7 +94,7 @@ def cmd_decode(args) -> int:
     out, fmt = Path(args.output), _output_format(args)
     latents = read_latent_file(args.latent, args.key)
     device = _device(args.device)
-    vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device))
+    vae = load_vae(args.vae, device=device, **_precision(args.precision, device))
     check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4)
     audio = read_audio_file(args.audio) if args.audio else None
     progress = _Progress("decoding")
@@ -112,7 +118,7 @@ def _decode_distributed(args) -> int:
         try:  # every rank reads its own files; rank 0 also checks the output before anything is decoded
             out, fmt = Path(args.output), _output_format(args)
             latents = read_latent_file(args.latent, args.key)
-            vae = load_vae(args.vae, device=group.device, dtype=_dtype(args.precision, group.device))
+            vae = load_vae(args.vae, device=group.device, **_precision(args.precision, group.device))
             if not isinstance(vae, WanVAE):
                 raise WanVAEError(f"{vae.title} decodes in one process (it needs no tiles); run it without torch.distributed.run.")
             if group.rank == 0:
@@ -288,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="largest tile edge in pixels (default %(default)s)")
     dec.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help="pixels shared by neighbouring tiles (default %(default)s)")
     dec.add_argument("--frames-per-chunk", type=int, default=DEFAULT_FRAMES_PER_CHUNK, help="latent frames per decoder pass (default %(default)s)")
-    dec.add_argument("--precision", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on a GPU, fp32 on the CPU")
+    dec.add_argument("--precision", choices=["auto", *DTYPES, "bf16-mixed", "fp16-mixed"], default="auto",
+                     help="auto: bf16 on a GPU (every conv; -mixed: the heavy ones only, within 1%% of fp32), fp32 on the CPU")
     dec.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     dec.add_argument("--fps", type=float, default=16.0, help="frames per second (default 16; Wan 2.2 TI2V-5B: 24)")
     dec.add_argument("--format", choices=list(FORMATS), help="video format (default: from the output's extension)")

@@ -131,7 +131,7 @@ class WanVAE(Decodes):
         return StreamState(workspace)
 
     def middle(self, z: torch.Tensor, state: StreamState, final: bool) -> torch.Tensor:
-        z = self.model.conv2(z)
+        z = self.model.conv2(z, state)
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last_3d)
         return self.model.decoder.middle_pass(z, state, final)

@@ -159,7 +159,7 @@ class ResidualBlock(nn.Module):
         else:
             h = norm_silu_conv(norm1, conv1, x, state)
             h = norm_silu_conv(norm2, conv2, h, state)
-        skip = x if self.shortcut is None else self.shortcut(x)
+        skip = x if self.shortcut is None else self.shortcut(x, state)
         if h.dtype == skip.dtype:
             return h.add_(skip)
         return x + h if skip is x and keep_input else skip.add_(h)

@@ -141,7 +141,7 @@ def _down(vae, segment: Segment, k: int, frames: torch.Tensor, state: StreamStat
 
 def _latents(vae, down: torch.Tensor, state: StreamState) -> torch.Tensor:
     """The posterior mean [1, z_dim, t, h, w] from the gathered down-path output of one chunk."""
-    return vae.model.conv1(vae.model.encoder.middle_pass(down, state))[:, : vae.latent_channels]
+    return vae.model.conv1(vae.model.encoder.middle_pass(down, state), state)[:, : vae.latent_channels]
 
 
 def _gathered(vae, frames: int, segment: Segment) -> torch.Tensor:
