@@ -61,12 +61,12 @@ class GPU:
     hbm_tbs: float
 
 
-GPUS = {
-    "H100": GPU(989, 494, 67, 3.35),  # SXM
+GPUS = {  # the first is the one the breakdowns are printed for
     "H200": GPU(989, 494, 67, 4.8),
-    "RTX 4090": GPU(165, 82.6, 82.6, 1.008),
-    "RTX 5090": GPU(209.5, 104.8, 104.8, 1.792),
+    "H100": GPU(989, 494, 67, 3.35),  # SXM
     "RTX PRO 6000": GPU(504, 126, 126, 1.792),  # Blackwell workstation; its TF32 rate is the least certain figure here
+    "RTX 5090": GPU(209.5, 104.8, 104.8, 1.792),
+    "RTX 4090": GPU(165, 82.6, 82.6, 1.008),
 }
 CONV_EFFICIENCY, MEMORY_EFFICIENCY, MIN_KERNEL_S = 0.5, 0.7, 3e-6
 KINDS = ("conv", "norm", "elementwise", "copies and layout", "attention")

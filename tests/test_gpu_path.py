@@ -99,6 +99,10 @@ def test_auto_takes_longer_chunks_before_tiles_on_the_gpu_path(vaes, caplog):
     assert "no tiling" in plans[1] and "frames_per_chunk 1" in plans[1]
     assert max_diff(plenty, tight) <= TOL
     caplog.clear()
+    with shaped_for_gpu(), caplog.at_level(logging.INFO, logger="wan_vae"):
+        vae.encode(video("2.1", (1, 9, 4, 6), seed=6), tiling="auto", memory_budget=2**40)
+    assert f"tiling=auto (encode): no tiling for 48x32 px, frames_per_chunk {GPU_FRAMES_PER_CHUNK}" in caplog.text
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="wan_vae"):
         vae.decode(z, tiling="auto", memory_budget=longest)  # the CPU path keeps the caller's chunks
     assert "frames_per_chunk 1" in caplog.text

@@ -21,10 +21,12 @@ _forced: contextvars.ContextVar[bool | None] = contextvars.ContextVar("wan_vae_g
 _warned: set[str] = set()
 
 
-def gpu_shaped(like: torch.Tensor) -> bool:
-    """True where work on `like` takes the GPU-shaped path: a CUDA tensor, unless `shaped_for_gpu` says otherwise."""
+def gpu_shaped(like: torch.Tensor | torch.device) -> bool:
+    """True where work on `like` (a tensor or a device) takes the GPU-shaped path: CUDA, unless `shaped_for_gpu` says
+    otherwise."""
     forced = _forced.get()
-    return like.device.type == "cuda" if forced is None else forced
+    device = like.device if isinstance(like, torch.Tensor) else torch.device(like)
+    return device.type == "cuda" if forced is None else forced
 
 
 @contextlib.contextmanager

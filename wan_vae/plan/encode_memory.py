@@ -162,9 +162,10 @@ def best_split(vae, h: int, w: int, rows: int, cols: int, frames_per_chunk: int,
 
 
 def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, streaming: bool = False,
-                    latent_frames: int | None = None, min_tiles: int = 1, video_bytes: int = 0) -> AutoPlan:  # fmt: skip
+                    latent_frames: int | None = None, min_tiles: int = 1, video_bytes: int = 0,
+                    longer: int | None = None) -> AutoPlan:  # fmt: skip
     """The encode's tile grid and split with the least work whose estimated peak fits `budget` bytes
-    (memory.cheapest_grid for each split)."""
+    (memory.cheapest_grid for each split; `longer` chunks untiled first, as for the decode)."""
     fig = figures(vae)
     best, smallest = None, []
     for split in splits(vae, not streaming and latent_frames is not None):
@@ -172,7 +173,7 @@ def plan_for_budget(vae, h: int, w: int, frames_per_chunk: int, budget: int, str
             plan = cheapest_grid(vae, h, w, frames_per_chunk, budget, min_tiles,
                                  lambda rows, cols, fpc: estimate(vae, h, w, rows, cols, fpc, streaming, latent_frames,
                                                                   video_bytes, fig, split),
-                                 "encode")  # fmt: skip
+                                 "encode", longer)  # fmt: skip
         except SettingsError as e:
             smallest.append(e.smallest)
             continue

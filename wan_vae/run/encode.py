@@ -27,10 +27,12 @@ import torch
 
 from . import multidevice
 from ..device.free_memory import free_bytes, release_free_memory
+from ..device.gpu import gpu_shaped, slow_cudnn_conv3d
 from ..errors import LatentError
 from ..network.blocks import patchify
 from ..network.stream import StreamState, Workspace
 from ..plan import encode_memory
+from ..plan.memory import GPU_FRAMES_PER_CHUNK
 from ..plan.tiling import Tile, Window, down_window, plan_grid
 from .decode import Tracker, choose_tiles, latent_index, time_chunks
 from .inputs import centre_crop, check_frame_channels, check_values, check_video
@@ -89,10 +91,11 @@ def make_encode_plan(vae, height: int, width: int, frames: int | None, options: 
     h, w = height // s, width // s
     latent_frames = None if frames is None else latent_index(frames - 1) + 1
     auto: list[encode_memory.AutoPlan] = []
+    longer = GPU_FRAMES_PER_CHUNK if gpu_shaped(vae.device) and not slow_cudnn_conv3d() else None
 
     def for_budget(budget: int) -> encode_memory.AutoPlan:
         auto.append(encode_memory.plan_for_budget(vae, h, w, options.frames_per_chunk, budget, streaming,
-                                                  latent_frames, min_tiles, video_bytes))  # fmt: skip
+                                                  latent_frames, min_tiles, video_bytes, longer))  # fmt: skip
         return auto[-1]
 
     if grid is not None:
