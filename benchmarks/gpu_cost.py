@@ -170,6 +170,10 @@ class Counter(TorchDispatchMode):
         ins, outs = tensors(list(args) + list(kwargs.values())), tensors(out)
         if name == "convolution":
             self.conv(args, out)
+            if channels_last(args[0]) and not channels_last(out):
+                # cuDNN gives a channels-last output for a channels-last input (cudnn_conv_suggest_memory_format);
+                # the CPU's meta rules that fake tensors follow may not: lay it out as a GPU would, uncounted
+                out = out.contiguous(memory_format=torch.channels_last_3d if out.dim() == 5 else torch.channels_last)
         elif name == "rms_norm" and self.unfused:
             self.torch_norm(args)
         elif "scaled_dot_product" in name:
@@ -194,9 +198,7 @@ class Counter(TorchDispatchMode):
         self.trace.ops.append(Op("convolution", "conv", flops, nbytes(x) + nbytes(weight) + nbytes(out), 1, precision(x)))
         if bias is not None:  # cuDNN convolutions take no bias: aten adds it to the output afterwards
             self.trace.ops.append(Op("conv bias add", "elementwise", 0, 2 * nbytes(out) + nbytes(bias)))
-        channels_last_input = x.dim() > 3 and x.shape[1] > 1 and x.stride(1) == 1
-        channels_last_weight = weight.shape[1] > 1 and weight.stride(1) == 1
-        if channels_last_input != channels_last_weight and weight[0, 0].numel() > 1:
+        if channels_last(x) != channels_last(weight) and weight[0, 0].numel() > 1:
             self.trace.ops.append(Op("weight layout copy", "copies and layout", 0, 2 * nbytes(weight)))
 
     def torch_norm(self, args) -> None:
@@ -208,6 +210,10 @@ class Counter(TorchDispatchMode):
         scratch = 4 * n
         io = nbytes(x) + nbytes(out)
         self.trace.ops.append(Op("rms_norm (torch)", "norm", 0, io + scratch * (1 + 1 + 2 + 2 + 2 + 1), 8 * bands + 2 * bands))
+
+
+def channels_last(t: torch.Tensor) -> bool:
+    return t.dim() > 3 and t.shape[1] > 1 and t.stride(1) == 1
 
 
 def precision(t: torch.Tensor) -> str:

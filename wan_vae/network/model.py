@@ -66,7 +66,8 @@ def set_precision(model: WanVAEModel, dtype: torch.dtype, mixed: bool = True) ->
     if mixed or dtype == full:
         half = {conv for block in half_precision_blocks(model) for conv in (block.residual[2], block.residual[6])}
     else:  # every conv but the quant convs (1x1x1 at latent size) and the heads, which make latents and pixels
-        keep = {model.conv2, model.decoder.head[2], *((model.conv1, model.encoder.head[2]) if model.config.has_encoder else ())}
+        encoder = (model.conv1, model.encoder.head[2]) if model.config.has_encoder else ()
+        keep = {model.conv2, model.decoder.head[2], *encoder}
         half = {m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Conv3d) and m not in keep}
     for module in model.modules():
         if isinstance(module, CausalConv3d):
@@ -84,7 +85,9 @@ def lay_out_weights(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv2d | nn.Conv3d):
             weight = module.weight
-            fmt = {4: torch.channels_last, 5: torch.channels_last_3d}[weight.dim()] if gpu_shaped(weight) else torch.contiguous_format
+            fmt = torch.contiguous_format
+            if gpu_shaped(weight):
+                fmt = torch.channels_last_3d if weight.dim() == 5 else torch.channels_last
             if not weight.is_contiguous(memory_format=fmt):
                 weight.data = weight.data.contiguous(memory_format=fmt)
 

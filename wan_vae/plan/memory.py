@@ -48,7 +48,8 @@ SAFETY = 1.1
 FIXED_OVERHEAD = 384 * 2**20
 # Latent frames per pass that `auto` tries first on the GPU path, untiled (then 2, then the caller's): each pass's
 # causal history copies and launches are spread over more frames (benchmarks/gpu_cost.py: 480p, 81 frames on an H200
-# estimated 0.69 s at 4, 0.73 s at 2, 0.81 s at 1; launches 2,739, 5,599, 11,319). Tiles only where one frame per pass does not fit either.
+# estimated 0.66 s at 4, 0.69 s at 2, 0.77 s at 1; launches 2,402, 4,882, 9,842). Tiles only where one frame per pass
+# does not fit either.
 GPU_FRAMES_PER_CHUNK = 4
 HEAD_COPIES = 6  # fp32 copies of an upscale head's extra channels alive per output frame (measured: README, tiling)
 
