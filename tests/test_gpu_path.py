@@ -116,3 +116,20 @@ def test_the_path_follows_the_device_unless_forced():
         with shaped_for_gpu(False):
             assert not gpu_shaped(cpu)
     assert not gpu_shaped(cpu)
+
+
+@pytest.mark.parametrize("version,cudnn,slow", [("2.9.1+cu128", 91002, True), ("2.9.1+cu128", 91500, False),
+                                                ("2.10.0+cu130", 91002, False)])  # fmt: skip
+def test_torch_2_9_with_an_old_cudnn_is_named_once_with_its_fix(monkeypatch, caplog, version, cudnn, slow):
+    from wan_vae.device import gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: cudnn)
+    monkeypatch.setattr(torch, "__version__", version)
+    monkeypatch.setattr(gpu, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="wan_vae"):
+        assert gpu.slow_cudnn_conv3d() is slow and gpu.slow_cudnn_conv3d() is slow
+    assert len(caplog.records) == int(slow)
+    if slow:
+        assert "cuDNN 9.15 or newer" in caplog.text and "pip install" in caplog.text
