@@ -15,8 +15,10 @@ by construction, so any chunking of time gives the reference's numbers:
   - the Wan 2.2 DupUp3D shortcut drops its first (factor_t - 1) frames once.
 Over 400 lines because each rule above lives in the block it governs, beside that block's fast path; the
 encoder, decoder and model (encoder.py, decoder.py, model.py) only assemble these blocks.
-Convs run in their `compute_dtype` (fp32, or fp16/bf16 in the heavy blocks: model.set_precision);
-everything else in fp32 (float64 in a float64 model).
+Convs run in their `compute_dtype` (fp32, or fp16/bf16 in the heavy blocks or in every conv but the heads:
+model.set_precision), the other layers in their input's precision; the norms compute in fp32 at every precision.
+On the GPU path (device/gpu.py) the same numbers are cut differently: weights cast and phase kernels made once per
+decode (`cast_once`, `Workspace.cached`), the upsample's phases in one conv, a conv's bias left to the next norm.
 """
 
 from __future__ import annotations
