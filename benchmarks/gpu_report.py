@@ -294,13 +294,14 @@ def knobs(args, models: Models, rows: list) -> None:
     def unmixed(vae):
         vae.to(dtype=torch.bfloat16, mixed=vae._was_mixed)
 
-    ab("bf16 as loaded (GPU: every conv in bf16)", keep, keep)
+    ab("bf16 as loaded (GPU: every conv in bf16; CPU: mixed)", keep, keep)
+    if not args.device.startswith("cuda"):  # the CPU runs mixed and its torch norm already; compile takes minutes there
+        return
     ab("bf16 mixed: non-heavy convs in fp32 (TF32), their bf16 weights cast once per decode", mixed, unmixed)
     ab("bf16 mixed, non-heavy weights kept in fp32", lambda vae: (mixed(vae), fp32_weights(vae)), lambda vae: (restore(vae), unmixed(vae)))
     ab("fused norm off (the torch path)", lambda vae: fused_norm(False), lambda vae: fused_norm(True))
-    if args.device.startswith("cuda"):  # a CPU compile takes minutes, and fastvae is GPU-only
-        ab("torch.compile of every residual block (max-autotune-no-cudagraphs)", compile_blocks, uncompile_blocks)
-        guarded(rows, "fastvae FastVAEDecoder, same weights and latent", lambda: fastvae_decode(args, models, z_of))
+    ab("torch.compile of every residual block (max-autotune-no-cudagraphs)", compile_blocks, uncompile_blocks)
+    guarded(rows, "fastvae FastVAEDecoder, same weights and latent", lambda: fastvae_decode(args, models, z_of))
 
 
 def fused_norm(on: bool) -> None:
