@@ -55,6 +55,17 @@ def kernel_for(x: torch.Tensor, out: torch.Tensor):
 def rms_norm(x: torch.Tensor, gamma: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Tensor, scale: float,
              silu: bool) -> None:  # fmt: skip
     """out = silu?((x + bias) / max(||x + bias||_C, eps) * gamma * scale), channels on dim 1, x and out any dtypes."""
+    run_rms_norm(x, gamma, bias, out, scale, silu)
+
+
+@rms_norm.register_fake
+def _(x, gamma, bias, out, scale, silu) -> None:
+    return None
+
+
+def run_rms_norm(x: torch.Tensor, gamma: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, scale: float,
+                 silu: bool) -> None:  # fmt: skip
+    """The op's body: the Triton kernel where it runs, else (and for good after a kernel failed) the torch path."""
     global _triton
     kernels = kernel_for(x, out)
     if kernels is not None:
@@ -66,11 +77,6 @@ def rms_norm(x: torch.Tensor, gamma: torch.Tensor, bias: Optional[torch.Tensor],
                         type(error).__name__, error)  # fmt: skip
             _triton = False
     rms_norm_torch(x, gamma, bias, out, scale, silu)
-
-
-@rms_norm.register_fake
-def _(x, gamma, bias, out, scale, silu) -> None:
-    return None
 
 
 def rms_norm_torch(x: torch.Tensor, gamma: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, scale: float,
