@@ -193,8 +193,7 @@ class Counter(TorchDispatchMode):
 
     def conv(self, args, out) -> None:
         x, weight, bias = args[:3]
-        groups = args[8] if len(args) > 8 else 1
-        flops = 2 * out.numel() * weight[0].numel() * (1 if groups == 1 else 1)
+        flops = 2 * out.numel() * weight[0].numel()  # weight[0]: one output's C_in / groups x kernel taps
         self.trace.ops.append(Op("convolution", "conv", flops, nbytes(x) + nbytes(weight) + nbytes(out), 1, precision(x)))
         if bias is not None:  # cuDNN convolutions take no bias: aten adds it to the output afterwards
             self.trace.ops.append(Op("conv bias add", "elementwise", 0, 2 * nbytes(out) + nbytes(bias)))
@@ -244,8 +243,9 @@ def fake_weights(shapes: dict[str, torch.Size], dtype: torch.dtype) -> dict[str,
 
 
 def fake_to(self, *args, **kwargs):
-    """nn.Module.to for fake tensors (Module._apply cannot swap them): parameters and buffers replaced."""
-    device, dtype, _, fmt = torch._C._nn._parse_to(*args, **kwargs)
+    """nn.Module.to for fake tensors (Module._apply cannot swap them): parameters and buffers replaced. The CUDA dry run
+    (tests/test_cuda_dryrun.py) uses it too."""
+    device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
     for module in self.modules():
         for name, p in list(module._parameters.items()):
             if p is not None:

@@ -16,6 +16,7 @@ import collections
 import sys
 import types
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.skipif(torch.version.cuda is None, reason=(
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from gpu_cost import fake_to  # noqa: E402  (nn.Module.to for fake tensors, shared with the cost model)
 from wan_vae.files import config  # noqa: E402
 from wan_vae.run import encode, inputs, multidevice  # noqa: E402
 from wan_vae.network.model import WanVAEModel, set_precision  # noqa: E402
@@ -65,20 +68,6 @@ class HostSyncs(TorchDispatchMode):
             elif src.dtype != dst.dtype and tuple(src.shape) in self.weight_shapes:
                 self.now["weight cast"] += 1
         return out
-
-
-def fake_to(self, *args, **kwargs):
-    """nn.Module.to for fake tensors: parameters and buffers replaced, not swapped."""
-    device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
-    for module in self.modules():
-        for name, p in list(module._parameters.items()):
-            if p is not None:
-                new = p.detach().to(device=device, dtype=dtype if dtype is not None and p.is_floating_point() else None)
-                module._parameters[name] = nn.Parameter(new, requires_grad=False)
-        for name, b in list(module._buffers.items()):
-            if b is not None:
-                module._buffers[name] = b.to(device=device)
-    return self
 
 
 class InlinePool:
