@@ -1,6 +1,7 @@
 """The ComfyUI nodes: thin adapters over wan_vae (every node in the file named after it)."""
 
 from .decode import WanDecodeLatents
+from .decode_as_video import WanDecodeAsVideo
 from .decode_to_video import WanDecodeToVideo
 from .encode import WanEncode
 from .core_vae import WanVAEForCoreNodes
@@ -19,6 +20,7 @@ NODE_CLASS_MAPPINGS = {
     "WanEncode": WanEncode,
     "WanVAEForCoreNodes": WanVAEForCoreNodes,
     "WanVAEForWanVideoWrapper": WanVAEForWanVideoWrapper,
+    "WanDecodeAsVideo": WanDecodeAsVideo,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadWanVAE": "Load Wan VAE",
@@ -29,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "WanEncode": "Wan Encode",
     "WanVAEForCoreNodes": "Wan VAE for Core Nodes",
     "WanVAEForWanVideoWrapper": "Wan VAE for WanVideoWrapper",
+    "WanDecodeAsVideo": "Wan Decode as VIDEO",
 }
 
 clean_output_folder()  # partial files of runs that were killed (a crashed ComfyUI) go when the pack loads

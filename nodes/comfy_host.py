@@ -1,4 +1,5 @@
-"""Everything the nodes take from ComfyUI, and nowhere else: folders, devices, memory, progress, interrupt, metadata.
+"""Everything the nodes take from ComfyUI, and nowhere else: folders, devices, memory, progress, interrupt, metadata,
+and ComfyUI's VIDEO classes (comfy_api.latest).
 
 Without ComfyUI (tests, scripts) each function falls back to plain behaviour, with folders from
 `FALLBACK_DIRS`, so the pack stays importable and testable. The absolute imports below are meant:
@@ -28,7 +29,7 @@ except ImportError:
 log = logging.getLogger("wan_vae")
 
 # Without ComfyUI: where models, inputs and outputs are (tests point these at temporary folders).
-FALLBACK_DIRS = {"vae": "models/vae", "input": "input", "output": "output"}
+FALLBACK_DIRS = {"vae": "models/vae", "input": "input", "output": "output", "temp": "temp"}
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
 
 
@@ -81,6 +82,13 @@ def output_directory() -> str:
     return folder_paths.get_output_directory() if IN_COMFYUI else os.path.abspath(FALLBACK_DIRS["output"])
 
 
+def temp_directory() -> str:
+    """ComfyUI's temp folder: previews (save_output off), emptied when ComfyUI starts."""
+    folder = folder_paths.get_temp_directory() if IN_COMFYUI else os.path.abspath(FALLBACK_DIRS["temp"])
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
 def _plain_name(name: str, what: str) -> None:
     """A workflow's file name is relative and never climbs: no absolute path, drive, '..' part or NUL."""
     parts = name.replace("\\", "/").split("/") if isinstance(name, str) else [".."]
@@ -107,12 +115,11 @@ def _inside_any(folders, path: str, name: str, what: str) -> str:
     raise ValueError(f"{what} '{name}' is outside ComfyUI's folders ({', '.join(folders)}).")
 
 
-def save_location(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
-    """(folder, file stem, first free counter, subfolder) in the output folder, ComfyUI's naming rules.
-
-    Prefixes that leave the output folder are refused; %width%, %height%, %year%... are filled in.
+def save_location(filename_prefix: str, width: int, height: int, temp: bool = False) -> tuple[str, str, int, str]:
+    """(folder, file stem, first free counter, subfolder) in the output folder (`temp`: the temp folder), ComfyUI's
+    naming rules. Prefixes that leave the folder are refused; %width%, %height%, %year%... are filled in.
     """
-    output = output_directory()
+    output = temp_directory() if temp else output_directory()
     if IN_COMFYUI:
         try:
             folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output, width, height)
@@ -211,6 +218,80 @@ def core_vae_from_weights(state_dict: dict):
               and own[k].shape == v.shape}  # fmt: skip
     model.load_state_dict(shared, strict=False, assign=True)  # new Parameters over the same memory: moves stay apart
     return vae
+
+
+# ----------------------------------------------------------------------------------------- VIDEO
+
+try:  # ComfyUI's VIDEO type (0.3.64 on): the abstract class, the two kinds core makes, and their parts
+    from comfy_api.latest import Input, InputImpl, Types
+
+    VideoInput, VideoFromFile, VideoFromComponents = Input.Video, InputImpl.VideoFromFile, InputImpl.VideoFromComponents
+    VideoComponents = Types.VideoComponents
+except ImportError:  # outside ComfyUI: stand-ins of the same shape, enough for the pack's own VIDEOs (tests and scripts)
+    import abc
+    from dataclasses import dataclass
+
+    class VideoInput(abc.ABC):
+        @abc.abstractmethod
+        def get_components(self): ...
+
+        @abc.abstractmethod
+        def save_to(self, path, format="auto", codec="auto", metadata=None): ...
+
+        def get_stream_source(self):
+            raise NotImplementedError
+
+    @dataclass
+    class VideoComponents:
+        images: torch.Tensor
+        frame_rate: object
+        audio: dict | None = None
+        metadata: dict | None = None
+        alpha: torch.Tensor | None = None
+
+    class VideoFromFile(VideoInput):
+        def __init__(self, file, *, start_time: float = 0, duration: float = 0) -> None:
+            self._file, self._window = file, (start_time, duration)
+
+        def get_stream_source(self):
+            return self._file
+
+        def get_active_trim_window(self) -> tuple[float, float]:
+            return float(self._window[0]), float(self._window[1])
+
+        def get_components(self):
+            raise NotImplementedError("a stand-in: ComfyUI reads the file")
+
+        def save_to(self, path, format="auto", codec="auto", metadata=None):
+            raise NotImplementedError("a stand-in: ComfyUI copies the file")
+
+    class VideoFromComponents(VideoInput):
+        def __init__(self, components) -> None:
+            self._components = components
+
+        def get_components(self):
+            return self._components
+
+        def save_to(self, path, format="auto", codec="auto", metadata=None):
+            raise NotImplementedError("a stand-in: ComfyUI encodes the frames")
+
+
+def components_have_alpha() -> bool:
+    """Whether this ComfyUI's VideoComponents has an `alpha` field (newer than 0.3.64)."""
+    import dataclasses
+
+    return "alpha" in {f.name for f in dataclasses.fields(VideoComponents)}
+
+
+def video_file(video) -> tuple[object, float, float] | None:
+    """(stream source, start s, duration s) of a VIDEO that a file backs (core Load Video's VideoFromFile, with newer
+    ComfyUI's trim window), or None. The source is a path, or a BytesIO for a video held in memory."""
+    if not isinstance(video, VideoFromFile):
+        overridden = getattr(type(video), "get_stream_source", None) not in (None, VideoInput.get_stream_source)
+        if isinstance(video, VideoFromComponents) or not overridden:
+            return None  # frames in memory, or nothing but save_to (whose default stream source encodes the video)
+    window = video.get_active_trim_window() if callable(getattr(video, "get_active_trim_window", None)) else (0.0, 0.0)
+    return video.get_stream_source(), float(window[0]), float(window[1])
 
 
 # ----------------------------------------------------------------------------------------- devices and memory

@@ -1,18 +1,21 @@
 """WanDecodeLatents: Wan video latents to ComfyUI IMAGE frames, with tiling toggles, progress, previews and Stop.
 
-`DECODE_INPUTS` and `run_decode` are shared with Wan Decode to Video, which streams the same decode into a file.
+`DECODE_INPUTS`, `run_decode` and `kept_on_failure` are shared with Wan Decode to Video, which streams the same decode
+into a file, and with the lazy VIDEO (lazy_video.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from ..wan_vae import DecodeCancelled, Options, WanVAE
+from ..wan_vae import DecodeCancelled, Options, WanVAE, WanVAEError
 from ..wan_vae.plan.memory import estimate_peak_bytes
 from ..wan_vae.plan.tiling import MIN_TILE_CELLS
 from . import comfy_host
@@ -175,3 +178,27 @@ def _attempt(work: Work, wan: WanVAE, data: torch.Tensor, options: Options):
         return work(wan, data, options, dict(progress=shown.progress, preview=shown.preview, cancel=comfy_host.stop_requested))
     except DecodeCancelled as stopped:
         comfy_host.raise_stopped(stopped)
+
+
+@contextlib.contextmanager
+def kept_on_failure(latent_file: Callable[[], Path | None]):
+    """On a failure or Stop inside, say where the latent is kept (latent_file() gives it: the one saved before, or
+    one it writes now), so that the decode can be redone from Load Latent; nothing is swallowed."""
+    try:
+        yield
+    except BaseException as error:  # ComfyUI's Stop is an Exception in 0.3.64, a BaseException in 0.38
+        if not (isinstance(error, Exception) or comfy_host.is_stop(error)):
+            raise
+        kept_in = latent_file()
+        if kept_in is None:
+            raise
+        kept = (f"No video was saved; the latent is kept in {kept_in}: copy it to ComfyUI/input and decode it "
+                "again with Load Latent -> Wan Decode to Video.")  # fmt: skip
+        if comfy_host.is_stop(error):
+            comfy_host.notify(f"Stopped. {kept}")
+            raise
+        if isinstance(error, WanVAEError):
+            raise type(error)(f"{error} {kept}") from error
+        error.add_note(kept)
+        comfy_host.notify(kept, "warn")
+        raise

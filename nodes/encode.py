@@ -1,4 +1,5 @@
-"""WanEncode: frames (IMAGE) to Wan video latents, exactly, in tiles that change nothing, with progress and Stop."""
+"""WanEncode: frames (IMAGE) or a VIDEO to Wan video latents, exactly, in tiles that change nothing, with progress and
+Stop. A VIDEO backed by a file (core Load Video) is encoded as it is read, a few frames at a time."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from ..wan_vae.plan.encode_memory import estimate_peak_bytes
 from ..wan_vae.run.inputs import centre_crop
 from .decode import DECODE_INPUTS, LATENT_SPACES, fit_to_memory, run_planned
 from .decode import latent_space as resolve_space
+from .lazy_video import LatentVideo
 from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
+from .video_input import VideoFrames, is_video, video_frames
 
 
 class WanEncode:
@@ -32,8 +35,9 @@ class WanEncode:
         return {"required": {
             "vae": DECODE_INPUTS["vae"][:1] + ({"tooltip": (
                 "From Load Wan VAE, or core Load VAE's VAE: the full Wan 2.1 or Wan 2.2 VAE (tiny decoders have no encoder).")},),
-            "images": ("IMAGE", {"tooltip": "The video's frames, one video: 1 + 4k frames (81, 49, 1, ...) whose size is a "
-                                            "multiple of 8 px (16 px for Wan 2.2), or turn trim on."}),
+            "images": ("IMAGE,VIDEO", {"tooltip": (
+                "The video's frames (IMAGE), or a VIDEO (core Load Video: read from its file a few frames at a time): one "
+                "video of 1 + 4k frames (81, 49, 1, ...) whose size is a multiple of 8 px (16 px for Wan 2.2), or turn trim on.")}),
             "latent_space": (LATENT_SPACES, {"default": "auto", "tooltip": (
                 "auto: what the VAE's own samplers take: normalized with kijai's WanVideo VAE Loader, raw otherwise. raw: "
                 "for ComfyUI samplers and core nodes. normalized: for diffusers pipelines and kijai's WanVideoWrapper, which "
@@ -57,11 +61,15 @@ class WanEncode:
         if not isinstance(wan, WanVAE):
             raise LatentError(f"{wan.title} is a decoder only: encoding needs the full Wan {wan.version} VAE "
                               "(wan_2.1_vae / wan2.2_vae). It can still decode what the full VAE encodes.")  # fmt: skip
-        frames = _trimmed(images, wan.spatial_scale) if trim else images
         options = Options.from_widgets(resolve_space(latent_space, vae), tiling, tile_size, frames_per_chunk=frames_per_chunk,
                                        devices=vae.devices)  # fmt: skip
+        if is_video(images):
+            images = _video_frames(images, wan, trim)
         try:
-            latents = encode_planned(vae, frames, options)
+            if isinstance(images, VideoFrames):
+                latents = _encode_streamed(vae, images, options, trim)
+            else:
+                latents = encode_planned(vae, _trimmed(images, wan.spatial_scale) if trim else images, options)
         except LatentError as e:
             if trim:
                 raise
@@ -82,6 +90,36 @@ def encode_planned(vae: LoadedWanVAE, frames: torch.Tensor, options: Options, st
         return wan.encode(frames, options=options, progress=wired["progress"], cancel=wired["cancel"], strict_range=strict_range)
 
     return run_planned(vae, frames, options, work, "encode")
+
+
+def _video_frames(video, wan: WanVAE, trim: bool) -> VideoFrames | torch.Tensor:
+    """A VIDEO input: its frames where they are in memory (or the pack's own decode, whole), else the file to stream;
+    a count or size the VAE cannot take is refused here, before any frame is read."""
+    if isinstance(video, LatentVideo):
+        return video.decode_into(lambda chunks: torch.cat([chunk.float() for chunk in chunks]), torch.float32)
+    source = video_frames(video)
+    if source.images is not None:
+        return source.images
+    scale, f = wan.spatial_scale, source.frames
+    if not trim and ((f - 1) % 4 or source.width % scale or source.height % scale):
+        keep = 1 + 4 * ((f - 1) // 4)
+        raise LatentError(f"This VIDEO is {source.width}x{source.height} px, {f} frames; the Wan VAE encodes 1 + 4k frames "
+                          f"({keep} here) of multiples of {scale} px ({source.width // scale * scale}x{source.height // scale * scale}). "
+                          "Turn trim on to crop the centre and drop the extra frames, or trim the video first.")  # fmt: skip
+    return source
+
+
+def _encode_streamed(vae: LoadedWanVAE, source: VideoFrames, options: Options, trim: bool) -> torch.Tensor:
+    """A file VIDEO encoded as it is read (encode_stream), with the node's care (encode_planned's)."""
+    wan = vae.vae
+    h, w = (source.height // wan.spatial_scale * wan.spatial_scale, source.width // wan.spatial_scale * wan.spatial_scale)
+    options = fit_to_memory(vae, options, functools.partial(estimate_peak_bytes, wan, h, w), "encode")
+
+    def work(wan, _, options, wired):
+        return source.read(wan.in_channels, lambda chunks: wan.encode_frames(
+            chunks, options=options, trim=trim, total_frames=source.frames, progress=wired["progress"], cancel=wired["cancel"]))
+
+    return run_planned(vae, None, options, work, "encode")
 
 
 def _trimmed(images: torch.Tensor, scale: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""ExportVideo: IMAGE frames (and optional AUDIO) to a video file in ComfyUI's output folder, shown on the node.
+"""ExportVideo: IMAGE frames or a VIDEO (and optional AUDIO) to a video file in ComfyUI's output folder, shown on the node.
 
-`export_inputs`, `EXPORT_OPTIONAL`, `choose_output` and `saved` are shared with Wan Decode to Video.
+`export_inputs`, `EXPORT_OPTIONAL`, `PLAYBACK_OPTIONAL`, `choose_output` and `saved` are shared with Wan Decode to Video.
+A VIDEO is read a chunk at a time (video_input.py): its file, its tensors, or the pack's lazy decode.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from pathlib import Path
 
 from ..wan_vae import FORMATS, VideoWriteError, write_video
 from ..wan_vae.files import partials
-from ..wan_vae.video.formats import DEFAULT_QUALITY, available_formats
+from ..wan_vae.video.formats import DEFAULT_QUALITY, PRORES_PROFILES, available_formats
 from ..wan_vae.video.writer import MAX_FPS, check_output
 from . import comfy_host
 from .load_vae import CATEGORY
+from .video_input import is_video, video_frames
 
 
 def clean_output_folder() -> threading.Thread:
@@ -56,6 +58,19 @@ EXPORT_OPTIONAL = {
         "(smoother gradients, less banding; not every player plays 10-bit H.264). ProRes is always 10-bit; "
         "GIF and WebP are 8-bit only.")}),
 }  # fmt: skip
+# What users of VideoHelperSuite's Video Combine look for; after the inputs above, so saved workflows keep loading.
+PLAYBACK_OPTIONAL = {
+    "pingpong": ("BOOLEAN", {"default": False, "tooltip": (
+        "Play forward, then backward (without repeating the two ends): N frames become 2N - 2, a seamless loop. A "
+        "streamed decode is kept on disk for the way back, not in memory.")}),
+    "loop_count": ("INT", {"default": 0, "min": 0, "max": 100, "tooltip": (
+        "GIF and WebP: how many times players repeat the animation, 0 forever. Other formats ignore it.")}),
+    "save_output": ("BOOLEAN", {"default": True, "tooltip": (
+        "Off: a preview only, saved in ComfyUI's temp folder (emptied when ComfyUI starts); nothing in output.")}),
+    "prores_profile": (list(PRORES_PROFILES), {"default": "auto", "tooltip": (
+        "prores-mov only. auto: 422 HQ (standard, LT at lower quality), 4444 with alpha. proxy, lt, standard, hq are "
+        "4:2:2; 4444 and 4444xq keep full colour and alpha.")}),
+}  # fmt: skip
 HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 
 
@@ -68,6 +83,7 @@ class Output:
     subfolder: str
     format: str
     metadata: dict | None
+    folder_type: str = "output"  # "temp" for a preview (save_output off)
 
     def sibling(self, extension: str) -> Path:
         """A file named like the video, beside it (wan_00001_.latent beside wan_00001_.mp4)."""
@@ -77,10 +93,10 @@ class Output:
 class ExportVideo:
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Saves frames as a video in ComfyUI's output folder (wan_00001_.mp4, ...): H.264 / H.265 / AV1 MP4, VP9 or "
-        "AV1 WebM, ProRes, lossless FFV1, GIF, WebP or PNG frames, 8 or 10 bits. Exact size and colours (BT.709), "
-        "optional audio, and the workflow embedded so dropping the file on ComfyUI opens it again. Written "
-        "streaming and atomically."
+        "Saves frames, or a VIDEO, as a video in ComfyUI's output folder (wan_00001_.mp4, ...): H.264 / H.265 / AV1 "
+        "MP4, VP9 or AV1 WebM, ProRes, lossless FFV1, GIF, WebP or PNG frames, 8 or 10 bits. Exact size and colours "
+        "(BT.709), optional audio, and the workflow embedded so dropping the file on ComfyUI opens it again. Written "
+        "streaming and atomically; a VIDEO (Load Video, Wan Decode as VIDEO) is read a few frames at a time."
     )
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
@@ -90,31 +106,52 @@ class ExportVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE", {"tooltip": "The frames, e.g. from Wan Decode Latents."}), **export_inputs()},
-                "optional": dict(EXPORT_OPTIONAL), "hidden": dict(HIDDEN)}  # fmt: skip
+        return {"required": {"images": ("IMAGE,VIDEO", {"tooltip": (
+                    "The frames (IMAGE, e.g. from Wan Decode Latents), or a VIDEO (core Load Video, Wan Decode as VIDEO, "
+                    "Wan Decode to Video): re-encoded with its own frame rate and audio, read a few frames at a time.")}),
+                             **export_inputs()},
+                "optional": EXPORT_OPTIONAL | PLAYBACK_OPTIONAL, "hidden": dict(HIDDEN)}  # fmt: skip
 
-    def export(self, images, fps, format, quality, filename_prefix, save_metadata, audio=None, bit_depth=8, prompt=None,
-               extra_pnginfo=None):  # fmt: skip
+    def export(self, images, fps, format, quality, filename_prefix, save_metadata, audio=None, bit_depth=8, pingpong=False,
+               loop_count=0, save_output=True, prores_profile="auto", prompt=None, extra_pnginfo=None):  # fmt: skip
+        playback = dict(pingpong=pingpong, loop_count=loop_count, prores_profile=prores_profile)
+        if is_video(images):
+            return self._export_video(images, format, quality, filename_prefix, save_metadata, audio, bit_depth, save_output,
+                                      playback, prompt, extra_pnginfo)  # fmt: skip
         frames, height, width = images.shape[0], images.shape[1], images.shape[2]
         alpha = images.dim() == 4 and images.shape[-1] == 4  # RGBA frames (an RGBA VAE's): kept, or refused before writing
         while True:
             out = choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
-                                extra_pnginfo, alpha=alpha)  # fmt: skip
+                                extra_pnginfo, alpha=alpha, save_output=save_output, **playback)  # fmt: skip
             try:
                 write_video(images, out.path, fps, format=format, quality=quality, audio=audio, metadata=out.metadata,
-                            bit_depth=bit_depth)  # fmt: skip
+                            bit_depth=bit_depth, **playback)  # fmt: skip
                 break
             except VideoWriteError:
                 if not out.path.exists():  # a real failure, not another process taking the name meanwhile
                     raise
-        return saved(out, frames, width, height, fps, alpha=alpha)
+        return saved(out, played(frames, pingpong), width, height, fps, alpha=alpha)
+
+    @staticmethod
+    def _export_video(video, format, quality, filename_prefix, save_metadata, audio, bit_depth, save_output, playback, prompt,
+                      extra_pnginfo):  # fmt: skip
+        """A VIDEO re-encoded at its own frame rate, with its own audio unless `audio` is wired."""
+        source = video_frames(video)
+        audio = source.audio if audio is None else audio
+        out = choose_output(filename_prefix, source.width, source.height, source.fps, format, quality, bit_depth, audio,
+                            save_metadata, prompt, extra_pnginfo, alpha=source.alpha, save_output=save_output, **playback)  # fmt: skip
+        source.read(4 if source.alpha else 3, lambda chunks: write_video(chunks, out.path, source.fps, format=format, quality=quality,
+                    audio=audio, metadata=out.metadata, bit_depth=bit_depth, **playback), bit_depth > 8)  # fmt: skip
+        return saved(out, played(source.frames, playback["pingpong"]), source.width, source.height, float(source.fps), alpha=source.alpha)
 
 
 def choose_output(filename_prefix, width, height, fps, format, quality, bit_depth, audio, save_metadata, prompt,
-                  extra_pnginfo, siblings: tuple[str, ...] = (), alpha: bool = False) -> Output:  # fmt: skip
-    """The next free name for the prefix (ComfyUI's counter; free for `siblings` extensions too), checked as write_video
-    will check it, so that bad settings fail before any decoding."""
-    folder, stem, counter, subfolder = comfy_host.save_location(filename_prefix, width, height)
+                  extra_pnginfo, siblings: tuple[str, ...] = (), alpha: bool = False, save_output: bool = True, pingpong: bool = False,
+                  loop_count: int = 0, prores_profile: str = "auto") -> Output:  # fmt: skip
+    """The next free name for the prefix (ComfyUI's counter; free for `siblings` extensions too) in the output folder, or
+    the temp folder without `save_output`, checked as write_video will check it, so that bad settings fail before any
+    decoding."""
+    folder, stem, counter, subfolder = comfy_host.save_location(filename_prefix, width, height, temp=not save_output)
     fmt = FORMATS.get(format)
     if fmt is None:
         raise VideoWriteError(f"Unknown format {format!r}; choose one of: {', '.join(available_formats())}.")
@@ -125,18 +162,24 @@ def choose_output(filename_prefix, width, height, fps, format, quality, bit_dept
         if not any(p.exists() for p in taken):
             break
         counter += 1
-    check_output(path, fps, format, quality, bit_depth=bit_depth, audio=audio, alpha=alpha)
+    check_output(path, fps, format, quality, bit_depth=bit_depth, audio=audio, alpha=alpha, loop_count=loop_count,
+                 prores_profile=prores_profile)  # fmt: skip
     metadata = None
     if save_metadata and not comfy_host.metadata_disabled():
         metadata = (({"prompt": prompt} if prompt is not None else {}) | dict(extra_pnginfo or {})) or None
-    return Output(path, name, subfolder, format, metadata)
+    return Output(path, name, subfolder, format, metadata, "output" if save_output else "temp")
+
+
+def played(frames: int, pingpong: bool) -> int:
+    """The frames in the file: a ping-pong adds the way back without its two ends."""
+    return max(frames, 2 * frames - 2) if pingpong else frames
 
 
 def saved(out: Output, frames: int, width: int, height: int, fps: float, alpha: bool = False, **extra) -> dict:
     """The node's result: the path, and for the front end what was saved (web/export_video_preview.js draws it: RGBA
     videos over a checkerboard)."""
     fmt = FORMATS[out.format]
-    info = {"filename": out.name, "subfolder": out.subfolder, "type": "output", "format": out.format, "frames": frames,
+    info = {"filename": out.name, "subfolder": out.subfolder, "type": out.folder_type, "format": out.format, "frames": frames,
             "width": width, "height": height, "fps": fps, "duration": frames / fps, "bytes": _size(out.path),
             "playable": fmt.browser, "alpha": alpha} | extra  # fmt: skip
     if fmt.sequence:

@@ -45,7 +45,7 @@ def pack(tmp_path_factory):
 @pytest.fixture
 def folders(pack, tmp_path):
     """Fallback ComfyUI folders with a (reduced, random-weight) Wan 2.1 VAE in models/vae."""
-    dirs = {k: tmp_path / k for k in ("vae", "input", "output")}
+    dirs = {k: tmp_path / k for k in ("vae", "input", "output", "temp")}
     for d in dirs.values():
         d.mkdir()
     for version, name in (("2.1", "wan_2.1_vae.safetensors"), ("2.2", "wan2.2_vae.safetensors")):

@@ -134,6 +134,6 @@ def test_the_long_video_example_runs_end_to_end(pack, folders):
     from wan_vae.files.latents import write_latent_file
 
     write_latent_file(folders["input"] / workflow["1"]["inputs"]["latent"], latents("2.1", (1, 3, 6, 10)))
-    ui, (path,) = run_api(workflow, classes(pack), extra_pnginfo={"workflow": ui_workflow})["3"]
-    assert Path(path).name == "wan_long_00001_.mp4" and probe(path)["frames"] == 9
+    ui, (path, video) = run_api(workflow, classes(pack), extra_pnginfo={"workflow": ui_workflow})["3"]
+    assert Path(path).name == "wan_long_00001_.mp4" and probe(path)["frames"] == 9 and video.get_stream_source() == path
     assert ui["wan_video"][0]["latent"] == "wan_long_00001_.latent" and (Path(path).parent / "wan_long_00001_.latent").is_file()

@@ -182,14 +182,13 @@ def test_diffusers_folders_load_or_are_refused_clearly(tmp_path_factory, rss_gua
 @given(cut=st.floats(0, 1), noise=st.binary(min_size=0, max_size=64))
 def test_audio_and_video_inputs_are_read_or_refused_clearly(tmp_path_factory, media_bytes, cut, noise):
     """Truncated or garbled media: ffmpeg's reason comes back as the pack's error, with the file name."""
-    from wan_vae.cli import _count_frames
-    from wan_vae.video.writer import read_audio_file
+    from wan_vae.video.reader import probe_video, read_audio_file
 
     folder = tmp_path_factory.mktemp("media")
     for name, data in media_bytes.items():
         path = folder / name
         path.write_bytes(data[: int(len(data) * cut)] + noise)
-        for read in (read_audio_file, _count_frames):
+        for read in (read_audio_file, probe_video):
             try:
                 read(path)
             except WanVAEError as e:

@@ -19,18 +19,21 @@ from wan_vae.files.latents import write_latent_file
 
 PACK = Path(__file__).resolve().parents[1]
 NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode", "WanVAEForCoreNodes",
-         "WanVAEForWanVideoWrapper")  # fmt: skip
+         "WanVAEForWanVideoWrapper", "WanDecodeAsVideo")  # fmt: skip
 # Widget names in order: saved workflows store widgets_values by position, so this order is a public contract.
 WIDGET_ORDER = {
     "LoadWanVAE": ["vae_name", "precision", "device"],
     "WanDecodeLatents": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk"],
-    "ExportVideo": ["fps", "format", "quality", "filename_prefix", "save_metadata", "bit_depth"],
+    "ExportVideo": ["fps", "format", "quality", "filename_prefix", "save_metadata", "bit_depth", "pingpong", "loop_count",
+                    "save_output", "prores_profile"],
     "LoadWanLatent": ["latent_file", "tensor_name"],
     "WanDecodeToVideo": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk", "fps", "format", "quality",
-                         "filename_prefix", "save_metadata", "bit_depth", "save_latent"],
+                         "filename_prefix", "save_metadata", "bit_depth", "save_latent", "pingpong", "loop_count", "save_output",
+                         "prores_profile"],
     "WanEncode": ["latent_space", "tiling", "tile_size", "frames_per_chunk", "trim"],
     "WanVAEForCoreNodes": ["tiling", "tile_size", "frames_per_chunk"],
     "WanVAEForWanVideoWrapper": ["tiling", "tile_size", "frames_per_chunk"],
+    "WanDecodeAsVideo": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk", "fps"],
 }
 
 

@@ -6,15 +6,17 @@
         ...
 """
 
-from .errors import CheckpointError, DecodeCancelled, LatentError, SettingsError, VideoWriteError, WanVAEError
+from .errors import CheckpointError, DecodeCancelled, LatentError, SettingsError, VideoReadError, VideoWriteError, WanVAEError
 from .files.checkpoint import CheckpointInfo
 from .files.config import WAN21, WAN22, WanVAEConfig
 from .run.options import Options
 from .vae import WanVAE, load_vae
 from .video.formats import FORMATS
+from .video.reader import probe_video, read_video_frames
 from .video.writer import write_video
 
 __all__ = [
     "FORMATS", "WAN21", "WAN22", "CheckpointError", "CheckpointInfo", "DecodeCancelled", "LatentError", "Options", "SettingsError",
-    "VideoWriteError", "WanVAE", "WanVAEConfig", "WanVAEError", "load_vae", "write_video",
+    "VideoReadError", "VideoWriteError", "WanVAE", "WanVAEConfig", "WanVAEError", "load_vae", "probe_video", "read_video_frames",
+    "write_video",
 ]  # fmt: skip

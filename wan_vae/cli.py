@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -23,7 +22,8 @@ from .run import distributed
 from .run.options import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, Options
 from .vae import WanVAE, load_vae
 from .video.formats import DEFAULT_QUALITY, FORMATS
-from .video.writer import check_output, read_audio_file, write_video
+from .video.reader import probe_video, read_audio_file, read_video_frames
+from .video.writer import check_output, write_video
 
 EXTENSION_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm", ".mov": "prores-mov", ".mkv": "ffv1-mkv",
                      ".gif": "gif", ".webp": "webp", "": "png"}  # fmt: skip
@@ -179,7 +179,7 @@ def cmd_encode(args) -> int:
     out, total, vae = _encode_inputs(args, _device(args.device))
     progress = _Progress("encoding")
     try:
-        latents = vae.encode_frames(_read_frames(args.video, vae.in_channels), options=_options(args), trim=args.trim, total_frames=total,
+        latents = vae.encode_frames(read_video_frames(args.video, vae.in_channels), options=_options(args), trim=args.trim, total_frames=total,
                                     progress=progress).float().cpu()  # fmt: skip
     finally:
         progress.close()
@@ -192,7 +192,9 @@ def _encode_inputs(args, device) -> tuple[Path, int, WanVAE]:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise WanVAEError(f"{out} already exists; choose another name or pass --overwrite.")
-    total = _count_frames(args.video)
+    total = probe_video(args.video).frames
+    if total == 0:
+        raise WanVAEError(f"'{args.video}' has no video frames.")
     vae = load_vae(args.vae, device=device, dtype=_dtype(args.precision, device) if args.precision != "auto" else torch.float32)
     if not isinstance(vae, WanVAE):
         raise WanVAEError(f"{vae.title} has no encoder; encode with the full Wan {vae.version} VAE.")
@@ -222,7 +224,7 @@ def _encode_distributed(args) -> int:
         group.agree(not error, error)
         progress = _Progress("encoding") if group.rank == 0 else None
         try:
-            latents = distributed.encode_frames(vae, _read_frames(args.video, vae.in_channels), group, options=_options(args), trim=args.trim,
+            latents = distributed.encode_frames(vae, read_video_frames(args.video, vae.in_channels), group, options=_options(args), trim=args.trim,
                                                 total_frames=total, progress=progress)  # fmt: skip
         finally:
             if progress:
@@ -232,44 +234,6 @@ def _encode_distributed(args) -> int:
         return 0
     finally:
         group.close()
-
-
-def _count_frames(path) -> int:
-    """The number of frames in a video file (ffmpeg decodes it once, without keeping frames)."""
-    import imageio_ffmpeg
-
-    if not Path(path).is_file():
-        raise WanVAEError(f"No video file at '{path}'.")
-    try:
-        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    except (OSError, RuntimeError, ValueError) as e:
-        raise WanVAEError(f"ffmpeg cannot read '{path}': {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
-    if frames == 0:
-        raise WanVAEError(f"'{path}' has no video frames.")
-    return frames
-
-
-def _read_frames(path, channels: int = 3, per_chunk: int = 16) -> Iterator[torch.Tensor]:
-    """The video's frames as uint8 chunks [N, H, W, channels] (4: with alpha, for an RGBA VAE; opaque where the
-    file has none), read as they are needed."""
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgba" if channels == 4 else "rgb24")
-    try:
-        meta = next(reader)
-        w, h = meta["size"]
-        chunk = []
-        for data in reader:
-            chunk.append(torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, channels))
-            if len(chunk) == per_chunk:
-                yield torch.stack(chunk)
-                chunk = []
-        if chunk:
-            yield torch.stack(chunk)
-    except (OSError, RuntimeError) as e:
-        raise WanVAEError(f"ffmpeg cannot read '{path}': {e}") from None
-    finally:
-        reader.close()
 
 
 # ----------------------------------------------------------------------------------------- parser

@@ -23,3 +23,7 @@ class DecodeCancelled(WanVAEError):
 
 class VideoWriteError(WanVAEError):
     """The video could not be written; no partial file is left behind."""
+
+
+class VideoReadError(WanVAEError):
+    """A video (or its audio) could not be read: missing, not a video, or not decodable."""

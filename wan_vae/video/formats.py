@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from ..errors import VideoWriteError
 
 DEFAULT_QUALITY = 80  # 0-100, higher is better and larger; 80 is visually lossless for H.264 (crf 19)
+# prores_ks's profiles by name (VideoHelperSuite's ProRes choices); "auto" picks 422 by quality, 4444 for alpha.
+PRORES_PROFILES = {"auto": None, "proxy": 0, "lt": 1, "standard": 2, "hq": 3, "4444": 4, "4444xq": 5}
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,20 @@ class VideoFormat:
     alpha_bit_depths: tuple[int, ...] = ()  # bit depths at which it keeps an alpha channel (RGBA frames)
     extra: tuple[str, ...] = field(default=())
 
-    def video_args(self, quality: int, bit_depth: int, alpha: bool = False) -> list[str]:
+    def video_args(self, quality: int, bit_depth: int, alpha: bool = False, loop_count: int = 0,
+                   prores_profile: str = "auto") -> list[str]:  # fmt: skip
         args = _CODEC_ARGS[self.name](quality, bit_depth)
-        if alpha:  # the same codec with an alpha plane: only the pixel format (ProRes: the 4444 profile) changes
+        if "-loop" in args:  # GIF and WebP: the times the player repeats (0: forever), written in the file
+            args[args.index("-loop") + 1] = str(loop_count)
+        if self.name == "prores-mov":
+            profile = PRORES_PROFILES[prores_profile]
+            profile = (4 if alpha else int(args[args.index("-profile:v") + 1])) if profile is None else profile
+            args[args.index("-profile:v") + 1] = str(profile)
+            if profile >= 4:  # the 4444 profiles: full chroma
+                args[args.index("-pix_fmt") + 1] = "yuv444p10le"
+        if alpha:  # the same codec with an alpha plane: only the pixel format (ProRes: a 4444 profile) changes
             args[args.index("-pix_fmt") + 1] = _ALPHA_PIX_FMT[self.name](quality, bit_depth)
             if self.name == "prores-mov":
-                args[args.index("-profile:v") + 1] = "4"
                 args += ["-alpha_bits", "16"]
         return args + list(self.extra)
 
@@ -163,8 +173,11 @@ def alpha_formats(bit_depth: int = 8) -> list[str]:
     return [name for name, f in FORMATS.items() if f.alpha_bit_depths and (bit_depth in f.alpha_bit_depths or bit_depth not in f.bit_depths)]
 
 
-def check_alpha(fmt: VideoFormat, bit_depth: int) -> None:
+def check_alpha(fmt: VideoFormat, bit_depth: int, prores_profile: str = "auto") -> None:
     """VideoWriteError unless `fmt` keeps RGBA frames' alpha at `bit_depth`: no format drops it without a word."""
+    if fmt.name == "prores-mov" and prores_profile not in ("auto", "4444", "4444xq"):
+        raise VideoWriteError(f"The frames have an alpha channel (RGBA), which ProRes {prores_profile} (a 4:2:2 profile) "
+                              "cannot keep; choose prores_profile auto, 4444 or 4444xq.")  # fmt: skip
     if bit_depth in fmt.alpha_bit_depths:
         return
     if fmt.alpha_bit_depths:

@@ -39,7 +39,8 @@ import torch
 
 from ..errors import VideoWriteError
 from ..files import partials
-from .formats import DEFAULT_QUALITY, FORMATS, VideoFormat, check_alpha, encoder_error, ffmpeg_exe
+from .formats import DEFAULT_QUALITY, FORMATS, PRORES_PROFILES, VideoFormat, check_alpha, encoder_error, ffmpeg_exe
+from .pingpong import pingpong as ping_ponged
 
 log = logging.getLogger("wan_vae")
 
@@ -198,27 +199,18 @@ def _write_audio(path: Path, audio: Mapping) -> tuple[int, int]:
     return rate, w.shape[0]
 
 
-def read_audio_file(path, sample_rate: int = 48000) -> dict:
-    """Any audio (or video with sound) file as ComfyUI AUDIO, decoded by the bundled ffmpeg to stereo at `sample_rate`."""
-    path = Path(os.fspath(path)).expanduser()
-    if not path.is_file():
-        raise VideoWriteError(f"No audio file at '{path}'.")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn", "-ac", "2",
-                           "-ar", str(sample_rate), "-f", "f32le", "pipe:1"], capture_output=True)  # fmt: skip
-    if proc.returncode or not proc.stdout:
-        tail = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL:].strip() or "no audio stream"
-        raise VideoWriteError(f"Cannot read audio from '{path}': {tail}")
-    samples = torch.from_numpy(np.frombuffer(proc.stdout, dtype="<f4").copy()).view(-1, 2).t()
-    return {"waveform": samples.unsqueeze(0), "sample_rate": sample_rate}
-
-
 # ----------------------------------------------------------------------------------------- writing
 
 
 def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None = None, overwrite: bool = False,
-                 bit_depth: int = 8, audio: Mapping | None = None, alpha: bool = False) -> tuple[VideoFormat, int, int, Fraction, Path]:  # fmt: skip
+                 bit_depth: int = 8, audio: Mapping | None = None, alpha: bool = False, loop_count: int = 0,
+                 prores_profile: str = "auto") -> tuple[VideoFormat, int, int, Fraction, Path]:  # fmt: skip
     """What `write_video` checks before it reads any frame, for callers that must know before decoding (`alpha`: the
     frames will be RGBA): (format, quality, bit depth, exact frame rate, target path), or VideoWriteError."""
+    if isinstance(loop_count, bool) or not isinstance(loop_count, int) or not 0 <= loop_count <= 65535:
+        raise VideoWriteError(f"loop_count must be a whole number from 0 (forever) to 65535, got {loop_count!r}.")
+    if prores_profile not in PRORES_PROFILES:
+        raise VideoWriteError(f"Unknown prores_profile {prores_profile!r}; choose one of: {', '.join(PRORES_PROFILES)}.")
     if audio is not None:
         _audio_samples(audio)
     fmt = FORMATS.get(format)
@@ -239,7 +231,7 @@ def check_output(path, fps: float, format: str = "h264-mp4", quality: int | None
         log.info("write_video: %s is %s-bit only; writing it so", fmt.name, "/".join(map(str, fmt.bit_depths)))
         bit_depth = fmt.bit_depths[-1]
     if alpha:
-        check_alpha(fmt, bit_depth)
+        check_alpha(fmt, bit_depth, prores_profile)
     rate = frame_rate(fps)
     target = Path(os.fspath(path)).expanduser()
     folder = target.parent
@@ -262,6 +254,9 @@ def write_video(
     metadata: Mapping[str, object] | None = None,
     overwrite: bool = False,
     bit_depth: int = 8,
+    pingpong: bool = False,
+    loop_count: int = 0,
+    prores_profile: str = "auto",
 ) -> Path:
     """Write `frames` to `path` and return the path written (a folder for "png").
 
@@ -275,13 +270,18 @@ def write_video(
     metadata: tags such as {"prompt": {...}, "workflow": {...}}; non-string values are JSON-encoded once.
     overwrite: replace an existing file; otherwise an existing file is an error and is never touched.
     bit_depth: 8, or 10 for codecs that allow it (16-bit PNG); others fall back to what they support.
+    pingpong: the frames forward, then backward without the two ends (2N - 2 frames; pingpong.py).
+    loop_count: GIF and WebP: how many times players repeat it, 0 forever (the others ignore it).
+    prores_profile: prores-mov's profile (PRORES_PROFILES: proxy, lt, standard, hq, 4444, 4444xq); auto picks 422 HQ,
+        standard or LT by quality, 4444 for alpha.
     """
-    fmt, quality, bit_depth, rate, target = check_output(path, fps, format, quality, overwrite, bit_depth)
+    fmt, quality, bit_depth, rate, target = check_output(path, fps, format, quality, overwrite, bit_depth, loop_count=loop_count,
+                                                         prores_profile=prores_profile)  # fmt: skip
     folder = target.parent
 
-    source = _FrameSource(frames, high_bit_depth=bit_depth > 8, even_size=fmt.even_size)
+    source = _FrameSource(ping_ponged(frames) if pingpong else frames, high_bit_depth=bit_depth > 8, even_size=fmt.even_size)
     if source.alpha:
-        check_alpha(fmt, bit_depth)
+        check_alpha(fmt, bit_depth, prores_profile)
     with tempfile.TemporaryDirectory(prefix="wan_vae_") as work:  # audio and metadata inputs for ffmpeg
         work = Path(work)
         partials.remove_stale(folder)  # what killed writers left here
@@ -294,7 +294,8 @@ def write_video(
         except OSError as e:
             raise VideoWriteError(f"Cannot write in {folder}: {e.strerror or e}.") from None
         try:
-            _run_ffmpeg(source, fmt, rate, quality, bit_depth, audio, metadata, partial, work)
+            codec_args = fmt.video_args(quality, bit_depth, source.alpha, loop_count, prores_profile)
+            _run_ffmpeg(source, fmt, rate, codec_args, audio, metadata, partial, work)
             _publish(partial, target, overwrite)
         except BaseException:
             _remove(partial)
@@ -303,8 +304,8 @@ def write_video(
     return target
 
 
-def _run_ffmpeg(source: _FrameSource, fmt: VideoFormat, rate: Fraction, quality: int, bit_depth: int,
-                audio, metadata, partial: Path, work: Path) -> None:  # fmt: skip
+def _run_ffmpeg(source: _FrameSource, fmt: VideoFormat, rate: Fraction, codec_args: list[str], audio, metadata, partial: Path,
+                work: Path) -> None:  # fmt: skip
     """Encode the frames into `partial`; with audio, in two passes so the audio is cut exactly at the last frame.
 
     A video streamed from an iterator has no known length until it ends, and `-shortest` only
@@ -334,7 +335,7 @@ def _run_ffmpeg(source: _FrameSource, fmt: VideoFormat, rate: Fraction, quality:
            "-r", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]  # fmt: skip
     if metadata and not with_audio:
         cmd += ["-f", "ffmetadata", "-i", str(work / "metadata.txt"), "-map_metadata", "1"]
-    cmd += (["-map", "0:v"] if fmt.name != "gif" else []) + fmt.video_args(quality, bit_depth, source.alpha)
+    cmd += (["-map", "0:v"] if fmt.name != "gif" else []) + codec_args
     if fmt.yuv:
         # setparams tags the frames themselves: ffmpeg 9 takes primaries and transfer from the frames, and
         # output options alone left them "unknown" (seen in a real ComfyUI run).
