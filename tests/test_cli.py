@@ -47,6 +47,14 @@ def test_decode_a_comfyui_latent_to_mp4(files, tmp_path):
     assert info["frames"] == 9 and (info["width"], info["height"]) == (80, 48)
 
 
+def test_decode_ping_pong_into_a_gif_that_plays_twice(files, tmp_path):
+    out = tmp_path / "loop.gif"
+    res = run("decode", files["latent"], "--vae", files["vae"], "-o", out, "--pingpong", "--loop-count", "2")
+    assert res.returncode == 0, res.stderr
+    data = out.read_bytes()
+    assert probe(out)["frames"] == 16 and data[data.index(b"NETSCAPE2.0") + 11 : data.index(b"NETSCAPE2.0") + 14] == b"\x03\x01\x02"
+
+
 def test_decode_named_safetensors_and_torch_tensors_the_same(files, tmp_path):
     z = files["z"]
     save_file({"latents": z, "other": torch.zeros(3)}, str(tmp_path / "pipe.safetensors"))

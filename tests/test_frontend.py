@@ -14,9 +14,11 @@ import shutil
 import time
 
 import pytest
+import torch
 
 from reference import latents, write_vae_file
 from test_real_comfyui import PACK, _http, comfy  # noqa: F401  (comfy: the server fixture)
+from wan_vae import write_video
 from wan_vae.files.latents import write_latent_file
 
 if not os.environ.get("COMFYUI_PATH"):
@@ -179,7 +181,8 @@ def _overlaps(boxes):
 
 @pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
 @pytest.mark.parametrize("stem", ["wan21_latent_to_video", "wan22_5b_latent_to_video", "wan21_long_video", "wan21_i2v_core_nodes",
-                                  "wan21_image_upscale2x", "wan21_video_upscale2x", "wan_wrapper_to_video"])  # fmt: skip
+                                  "wan21_image_upscale2x", "wan21_video_upscale2x", "wan_wrapper_to_video",
+                                  "wan21_latent_to_save_video", "wan21_load_video_to_latent"])  # fmt: skip
 def test_templates_lay_out_without_overlaps_before_and_after_a_run(comfy, browser, vue, stem, tmp_path):  # noqa: F811
     """No node (the Markdown note included) covers another, as loaded and after a run (the decode preview and the
     player grow the nodes), and after a run Wan Decode to Video shows its player only: no stale progress picture."""
@@ -202,7 +205,9 @@ def test_templates_lay_out_without_overlaps_before_and_after_a_run(comfy, browse
             if node["type"] == "WanVideoVAELoader":
                 node["widgets_values"][0] = "wan_2.1_real_size.safetensors"
     runnable = stem != "wan21_i2v_core_nodes"  # the I2V graph needs the real 14B model
-    if runnable:
+    for name in (n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadVideo"):
+        write_video(torch.rand(9, 48, 80, 3), base / "input" / name, 16, overwrite=True)
+    if runnable and stem != "wan21_load_video_to_latent":
         (latent,) = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadLatent"]
         shape = {"wan21_long_video": (1, 6, 30, 52), "wan21_image_upscale2x": (1, 1, 6, 10)}.get(stem, (1, 3, 6, 10))  # progress
         write_latent_file(base / "input" / latent, latents("2.2" if "22" in stem else "2.1", shape))

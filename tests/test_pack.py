@@ -120,7 +120,8 @@ def test_export_node_takes_the_hidden_prompt_and_workflow(pack):
 
 # Core nodes of the official-style graph in example_workflows/wan21_i2v_core_nodes.json (checked in real ComfyUI).
 CORE_NODES_IN_EXAMPLES = ("UNETLoader", "CLIPLoader", "VAELoader", "CLIPVisionLoader", "LoadImage", "CLIPTextEncode", "CLIPVisionEncode",
-                          "WanImageToVideo", "ModelSamplingSD3", "KSampler", "VAEDecode", "CreateVideo", "SaveVideo", "SaveImage")  # fmt: skip
+                          "WanImageToVideo", "ModelSamplingSD3", "KSampler", "VAEDecode", "CreateVideo", "SaveVideo", "SaveImage",
+                          "LoadVideo", "SaveLatent")  # fmt: skip
 MODEL_LOADERS = {"LoadWanVAE": "vae", "VAELoader": "vae", "UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders",
                  "CLIPVisionLoader": "clip_vision", "WanVideoVAELoader": "vae"}  # fmt: skip
 # kijai's WanVideoWrapper's nodes in example_workflows/wan_wrapper_to_video.json (checked with the wrapper installed)

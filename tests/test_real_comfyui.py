@@ -191,7 +191,7 @@ def test_comfyui_registers_the_pack_s_nodes(comfy):
     _, info = _http(f"{comfy['url']}/object_info")
     ours = {name: node for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
     assert set(ours) == {"LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanDecodeToVideo", "WanEncode",
-                         "WanVAEForCoreNodes", "WanVAEForWanVideoWrapper"}
+                         "WanVAEForCoreNodes", "WanVAEForWanVideoWrapper", "WanDecodeAsVideo"}
     assert ours["ExportVideo"]["output_node"] and ours["WanDecodeLatents"]["category"] == "Wan VAE"
     assert ours["LoadWanVAE"]["input"]["required"]["vae_name"][0] == ["wan2.2_vae.safetensors", "wan_2.1_real_size.safetensors",
                                                                     "wan_2.1_rgba.safetensors", "wan_2.1_vae.safetensors"]

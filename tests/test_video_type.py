@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from media import audio_duration, probe, read_frames
+from media import audio_duration, probe, read_frames, read_rgba
 from reference import latents, write_vae_file
 from test_pack import decode, export, load
 
@@ -84,6 +84,14 @@ def test_components_are_the_frames_of_wan_decode_latents_and_trims_cut_them(pack
     assert trimmed.audio["waveform"].shape[-1] == 24000
 
 
+def test_a_file_for_nodes_that_read_one_is_decoded_once_into_the_temp_folder(pack, folders):
+    vae, z = load(pack, device="cpu"), latents("2.1", (1, 2, 6, 10))
+    video = as_video(pack, vae, z)
+    source = Path(video.get_stream_source())
+    assert source.parent.parent == folders["temp"] and probe(source)["frames"] == 5
+    assert video.get_stream_source() == str(source) and video.get_container_format().split(",")[1] == "mp4"
+
+
 def test_an_rgba_vae_gives_alpha_apart_where_core_has_the_field_and_refuses_mp4(pack, folders, monkeypatch):
     write_vae_file(folders["vae"] / "rgba.safetensors", "2.1", in_channels=4, out_channels=4)
     vae, z = load(pack, "rgba.safetensors", device="cpu"), latents("2.1", (1, 2, 6, 10))
@@ -91,10 +99,17 @@ def test_an_rgba_vae_gives_alpha_apart_where_core_has_the_field_and_refuses_mp4(
     whole = decode(pack, vae, z)
     parts = video.get_components()
     assert torch.equal(parts.images, whole[..., :3]) and torch.equal(parts.alpha, whole[..., 3])
+    monkeypatch.setattr(pack.host, "components_have_alpha", lambda: False)  # ComfyUI 0.3.64's VideoComponents
+    assert torch.equal(video.get_components().images, whole[..., :3])
+    rgba = pack.host.VideoFromComponents(pack.host.VideoComponents(images=whole[..., :3], frame_rate=16, alpha=whole[..., 3]))
+    with pytest.raises(pack.lib.VideoWriteError, match=r"alpha channel \(RGBA\), which h264-mp4 cannot keep"):
+        export(pack, rgba)
+    kept = read_rgba(export(pack, rgba, format="ffv1-mkv")["result"][0])
+    assert np.array_equal(kept, (whole.numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))  # the alpha joined back, exactly
     monkeypatch.setattr(pack.lib.WanVAE, "decode_frames", lambda *a, **k: pytest.fail("decoding started"))
     with pytest.raises(pack.lib.VideoWriteError, match="RGBA.*keeps no alpha: choose mkv"):
         video.save_to(str(folders["output"] / "a.mp4"))
-    assert list(folders["output"].iterdir()) == []
+    assert not (folders["output"] / "a.mp4").exists() and not (folders["output"] / "a.latent").exists()
 
 
 @pytest.mark.parametrize("container,codec,text", [

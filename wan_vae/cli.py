@@ -21,7 +21,7 @@ from .files.latents import describe_latent, read_latent_file, write_latent_file
 from .run import distributed
 from .run.options import DEFAULT_FRAMES_PER_CHUNK, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILING_MODES, Options
 from .vae import WanVAE, load_vae
-from .video.formats import DEFAULT_QUALITY, FORMATS
+from .video.formats import DEFAULT_QUALITY, FORMATS, PRORES_PROFILES
 from .video.reader import probe_video, read_audio_file, read_video_frames
 from .video.writer import check_output, write_video
 
@@ -95,7 +95,7 @@ def cmd_decode(args) -> int:
     latents = read_latent_file(args.latent, args.key)
     device = _device(args.device)
     vae = load_vae(args.vae, device=device, **_precision(args.precision, device))
-    check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4)
+    check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4, **_playback(args))
     audio = read_audio_file(args.audio) if args.audio else None
     progress = _Progress("decoding")
     start = time.perf_counter()
@@ -103,11 +103,15 @@ def cmd_decode(args) -> int:
                                progress=progress)  # fmt: skip
     try:
         path = write_video(frames, out, args.fps, format=fmt, quality=args.quality, audio=audio,
-                           overwrite=args.overwrite, bit_depth=args.bit_depth)  # fmt: skip
+                           overwrite=args.overwrite, bit_depth=args.bit_depth, pingpong=args.pingpong, **_playback(args))  # fmt: skip
     finally:
         progress.close()
     print(f"wrote {path} ({fmt}) in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _playback(args) -> dict:
+    return {"loop_count": args.loop_count, "prores_profile": args.prores_profile}
 
 
 def _decode_distributed(args) -> int:
@@ -122,7 +126,7 @@ def _decode_distributed(args) -> int:
             if not isinstance(vae, WanVAE):
                 raise WanVAEError(f"{vae.title} decodes in one process (it needs no tiles); run it without torch.distributed.run.")
             if group.rank == 0:
-                check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4)
+                check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4, **_playback(args))
             audio = read_audio_file(args.audio) if args.audio and group.rank == 0 else None
         except WanVAEError as e:
             error = str(e)
@@ -136,7 +140,7 @@ def _decode_distributed(args) -> int:
             return 0
         try:
             path = write_video(distributed.ahead(frames), out, args.fps, format=fmt, quality=args.quality, audio=audio,
-                               overwrite=args.overwrite, bit_depth=args.bit_depth)  # fmt: skip
+                               overwrite=args.overwrite, bit_depth=args.bit_depth, pingpong=args.pingpong, **_playback(args))  # fmt: skip
         finally:
             progress.close()
         print(f"wrote {path} ({fmt}) in {time.perf_counter() - start:.1f} s on {group.world} processes")
@@ -266,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="0-100, higher is better (default %(default)s)")
     dec.add_argument("--bit-depth", type=int, choices=[8, 10], default=8, help="10 for 10-bit H.264/H.265/VP9/FFV1, 16-bit PNG")
     dec.add_argument("--audio", help="audio (or video) file to mux in, cut or padded to the video's length")
+    dec.add_argument("--pingpong", action="store_true", help="forward, then backward without the two ends (2N - 2 frames)")
+    dec.add_argument("--loop-count", type=int, default=0, help="GIF and WebP: times players repeat it, 0 forever (default)")
+    dec.add_argument("--prores-profile", choices=list(PRORES_PROFILES), default="auto", help="prores-mov's profile")
     dec.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     dec.add_argument("--devices", help="several devices in this process, comma-separated (cuda:0,cuda:1): tiles spread over them")
     dec.add_argument("--backend", choices=["nccl", "gloo"], help="under torch.distributed.run: default nccl on GPUs, gloo on CPUs")
