@@ -63,11 +63,17 @@ class WanEncode:
                               "(wan_2.1_vae / wan2.2_vae). It can still decode what the full VAE encodes.")  # fmt: skip
         options = Options.from_widgets(resolve_space(latent_space, vae), tiling, tile_size, frames_per_chunk=frames_per_chunk,
                                        devices=vae.devices)  # fmt: skip
+        if is_video(images) and wan.config.images_only:
+            raise LatentError(f"{wan.config.title}'s VAE encodes pictures (IMAGE), not a VIDEO: take its frames with Get Video "
+                              "Components to encode each as a picture.")  # fmt: skip
         if is_video(images):
             images = _video_frames(images, wan, trim)
         try:
             if isinstance(images, VideoFrames):
                 latents = _encode_streamed(vae, images, options, trim)
+            elif wan.config.images_only:  # an image VAE: IMAGE [N, H, W, C] is N pictures, [N, C, 1, H, W] in [-1, 1]
+                pictures = centre_crop(images, wan.spatial_scale) if trim and images.dim() == 4 else images
+                latents = encode_planned(vae, pictures.movedim(-1, 1).unsqueeze(2) * 2 - 1, options)
             else:
                 latents = encode_planned(vae, _trimmed(images, wan.spatial_scale) if trim else images, options)
         except LatentError as e:

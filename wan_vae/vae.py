@@ -149,7 +149,7 @@ class WanVAE(Decodes):
         if not self.has_encoder:
             raise LatentError(
                 f"{self.title[0].upper()}{self.title[1:]} has no encoder: the file holds decoder weights only. Encode with "
-                f"the full Wan {self.version} VAE file (its latents are the same), and decode with this one."
+                f"the full {self.config.title} VAE file (its latents are the same), and decode with this one."
             )
 
     # ----------------------------------------------------------------------------- public methods

@@ -133,7 +133,8 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-DIFFUSERS_CLASSES = ("AutoencoderKLWan", "AutoencoderKLQwenImage")  # Qwen-Image's: the Wan 2.1 network, 3 or 4 channels
+# Qwen-Image's: the Wan 2.1 network, 3 or 4 channels; Qwen-Image 2.1's: the Wan 2.2 network with 2-D kernels
+DIFFUSERS_CLASSES = ("AutoencoderKLWan", "AutoencoderKLQwenImage", "AutoencoderKLQwenImage21")
 
 
 def _read_diffusers_folder(path: Path) -> dict[str, torch.Tensor]:
@@ -150,15 +151,18 @@ def _read_diffusers_folder(path: Path) -> dict[str, torch.Tensor]:
     except (ValueError, OSError) as e:
         raise CheckpointError(f"'{config_file}' is not valid JSON ({e}).") from None
     class_name = config.get("_class_name", "") if isinstance(config, dict) else ""
-    if class_name == "AutoencoderKLQwenImage21":
-        raise CheckpointError(f"'{path}' holds Qwen-Image 2.1's VAE (AutoencoderKLQwenImage21: 64 latent channels, 2-D kernels), "
-                              "a different network from the Wan VAE; it is not supported.")  # fmt: skip
     if class_name and class_name not in DIFFUSERS_CLASSES:
         raise CheckpointError(f"'{path}' holds a diffusers {class_name}, not a Wan VAE ({' or '.join(DIFFUSERS_CLASSES)}).")
     for name in DIFFUSERS_WEIGHT_FILES:
         if (path / name).is_file():
             sd = read_state_dict(path / name)[0]
             _check_diffusers_config(config if isinstance(config, dict) else {}, sd, path)
+            conv_in = sd.get("decoder.conv_in.weight")
+            flat = isinstance(conv_in, torch.Tensor) and conv_in.dim() == 4
+            if class_name and (class_name == "AutoencoderKLQwenImage21") != flat:
+                kind = "2-D" if flat else "3-D"
+                raise CheckpointError(f"'{path}': config.json names a {class_name}, but the weights have {kind} kernels: the "
+                                      "folder's files do not belong together.")  # fmt: skip
             return sd
     raise CheckpointError(f"'{path}' has config.json but none of {', '.join(DIFFUSERS_WEIGHT_FILES)}.")
 
@@ -213,9 +217,8 @@ def _what_is_it(sd: Mapping[str, object]) -> str:
     conv_in = sd.get("decoder.conv_in.weight")
     if isinstance(conv_in, torch.Tensor) and conv_in.dim() == 4 and any(k.endswith(".gamma") for k in keys):
         return (  # RMS norms' gammas are the Wan family's; 2-D kernels with them: diffusers' AutoencoderKLQwenImage21
-            f"it looks like Qwen-Image 2.1's VAE (diffusers AutoencoderKLQwenImage21: the Wan 2.2 network with 2-D kernels, "
-            f"{conv_in.shape[1]}-channel latents), which this pack does not decode yet; use core VAE Decode in a ComfyUI "
-            "that knows it"
+            f"it looks like a Wan-family VAE with 2-D kernels (as Qwen-Image 2.1's, AutoencoderKLQwenImage21), but with "
+            f"{conv_in.shape[1]}-channel latents where Qwen-Image 2.1's have 64"
         )
     if isinstance(conv_in, torch.Tensor) and conv_in.dim() == 4:
         return (
@@ -241,27 +244,27 @@ def _what_is_it(sd: Mapping[str, object]) -> str:
 
 def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     """(version, naming) of a prefix-free state dict, or CheckpointError naming what it is instead."""
+    conv_in = sd.get("decoder.conv_in.weight")
     if isinstance(sd.get("decoder.conv1.weight"), torch.Tensor) and "decoder.middle.0.residual.0.gamma" in sd:
         naming, conv = "original", sd["decoder.conv1.weight"]
         nested = any(k.startswith("decoder.upsamples.0.upsamples.") for k in sd)
-    elif isinstance(sd.get("decoder.conv_in.weight"), torch.Tensor) and sd["decoder.conv_in.weight"].dim() == 5:
-        naming, conv = "diffusers", sd["decoder.conv_in.weight"]
+    elif isinstance(conv_in, torch.Tensor) and (conv_in.dim() == 5 or conv_in.dim() == 4 and "decoder.norm_out.gamma" in sd):
+        naming, conv = "diffusers", conv_in  # 4-D: AutoencoderKLQwenImage21, whose convs are nn.Conv2d
         nested = any(k.startswith("decoder.up_blocks.0.upsampler.") for k in sd)
     else:
         raise CheckpointError(f"This is not a Wan VAE: {_what_is_it(sd)}.")
-    z_dim = conv.shape[1]
-    version = {16: "2.1", 48: "2.2"}.get(z_dim)
-    if version is None:
-        what = " (Qwen-Image 2.1's VAE, a different network with 2-D kernels)" if z_dim == 64 else ""
-        instead = " Decode Qwen-Image 2.1 latents with core VAE Decode in a ComfyUI that knows its VAE." if z_dim == 64 else ""
+    z_dim, flat = conv.shape[1], conv.dim() == 4 or conv.shape[2] == 1  # 2-D kernels (5-D of time size 1 in ComfyUI's file)
+    version = {16: "2.1", 48: "2.2", 64: "qwen-image-2.1"}.get(z_dim)
+    if version is None or flat != CONFIGS[version].images_only:
+        kernels = "2-D kernels" if flat else "3-D kernels"
         raise CheckpointError(
-            f"This Wan-style VAE has {z_dim} latent channels{what}; only the Wan 2.1 (16) and Wan 2.2 (48) VAEs and their "
-            f"variants (RGBA, upscale decoders, Qwen-Image's VAE) are supported.{instead}"
+            f"This Wan-style VAE has {z_dim} latent channels and {kernels}; the VAEs known are Wan 2.1 (16, 3-D), Wan 2.2 "
+            f"(48, 3-D) and Qwen-Image 2.1 (64, 2-D), with their variants (RGBA, upscale decoders, Qwen-Image's VAE)."
         )
     if nested != CONFIGS[version].is_residual:
         layout = "Wan 2.2 (nested stages)" if nested else "Wan 2.1 (flat stages)"
         raise CheckpointError(
-            f"Inconsistent checkpoint: {z_dim} latent channels means the Wan {version} VAE, but its layout is {layout}."
+            f"Inconsistent checkpoint: {z_dim} latent channels means the {CONFIGS[version].title} VAE, but its layout is {layout}."
         )
     return version, naming
 
@@ -285,7 +288,7 @@ def _config_for(version: str, sd: Mapping[str, torch.Tensor], name: str) -> WanV
     if isinstance(enc, torch.Tensor):
         if enc.shape[1] not in (3 * p2, 4 * p2):
             raise CheckpointError(
-                f"{name}: encoder.conv1.weight takes {enc.shape[1]} channels; the Wan {version} VAE files known take "
+                f"{name}: encoder.conv1.weight takes {enc.shape[1]} channels; the {CONFIGS[version].title} VAE files known take "
                 f"{3 * p2} (RGB) or {4 * p2} (RGBA){' after 2x2 patches' if p2 > 1 else ''}. This file is not one of them."
             )
         in_channels = enc.shape[1] // p2
@@ -307,7 +310,7 @@ def _output_form(channels: int, cfg: WanVAEConfig, name: str) -> tuple[int, int]
         return 3, s
     known = f"{3 * p2} (RGB) or {4 * p2} (RGBA)" if p2 > 1 else "3 (RGB), 4 (RGBA) or 3 x s x s (an s-times upscale decoder: 12 for 2x)"
     raise CheckpointError(
-        f"{name}: decoder.head.2.weight gives {channels} channels; the Wan {cfg.version} decoders known give {known}. "
+        f"{name}: decoder.head.2.weight gives {channels} channels; the {cfg.title} decoders known give {known}. "
         "This file is not one of them."
     )
 
@@ -357,6 +360,8 @@ def prepare_state_dict(source, name: str | None = None) -> tuple[dict[str, torch
         if unknown:
             raise CheckpointError(f"{name}: diffusers-named Wan VAE with unexpected tensors: {_list(unknown)}.")
         sd = {renamed[k]: v for k, v in sd.items()}
+    if CONFIGS[version].images_only:
+        sd = with_time_axis(sd)
     cfg = _config_for(version, sd, name)
     if not cfg.has_encoder:
         sd = {k: v for k, v in sd.items() if not k.startswith("conv1.")}
@@ -366,6 +371,14 @@ def prepare_state_dict(source, name: str | None = None) -> tuple[dict[str, torch
         parameters=sum(math.prod(v.shape) for v in sd.values()), config=cfg,
     )  # fmt: skip
     return sd, info
+
+
+def with_time_axis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An image VAE's 2-D conv weights (diffusers' nn.Conv2d) as the 5-D causal-conv weights of time size 1 the network
+    holds (ComfyUI's file has them so already); the attention's and the resample's convs are 2-D in every layout."""
+    planar = (".middle.1.", ".resample.")
+    return {k: v.unsqueeze(2) if v.dim() == 4 and k.endswith(".weight") and not any(p in k for p in planar) else v
+            for k, v in sd.items()}  # fmt: skip
 
 
 def uncompiled(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

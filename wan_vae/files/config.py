@@ -1,7 +1,7 @@
-"""The two Wan VAE configurations: one dataclass is the single source of truth for sizes.
+"""The Wan VAE configurations: one dataclass is the single source of truth for sizes.
 
 Values from shared/reference/wan_reference.md sections 1.2 and 2.1 (identical in the original Wan code,
-in diffusers and in ComfyUI).
+in diffusers and in ComfyUI); Qwen-Image 2.1's image VAE from diffusers 0.42's AutoencoderKLQwenImage21.
 """
 
 from __future__ import annotations
@@ -33,6 +33,27 @@ WAN22_LATENTS_STD = (
     0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
 )  # fmt: skip
 
+QWEN_IMAGE21_LATENTS_MEAN = (
+    0.5126, 0.7721, -0.0631, 1.3506, -0.7855, -2.1025, -0.3458, 1.3722,
+    1.8873, -1.7177, -0.651, 0.2732, 0.7562, -0.6163, -1.0277, 3.8363,
+    2.021, 0.0472, 0.932, 2.0087, 2.4954, -0.1391, -1.4249, 1.8464,
+    -0.5236, 1.2826, 3.7046, -1.3035, 2.7286, -1.4518, -1.9036, -1.9955,
+    -0.0342, -1.0265, -0.7636, 3.0555, 0.0746, -3.0751, -0.1076, 1.7376,
+    -1.0914, -1.9435, -0.2784, -1.368, 0.4809, -0.4433, 0.3764, 0.5729,
+    -2.0595, 1.096, -1.326, -2.0211, -5.0179, 0.5275, 4.0162, 1.8505,
+    0.3026, 1.9373, 1.4937, 0.2632, 0.5547, -1.7121, -0.1562, 0.0304,
+)  # fmt: skip
+QWEN_IMAGE21_LATENTS_STD = (
+    3.2001, 3.2936, 3.4321, 3.0091, 3.1061, 4.0379, 4.0705, 3.791,
+    3.0785, 3.65, 3.9308, 3.0904, 2.8778, 3.7675, 3.732, 5.0756,
+    3.2864, 4.0397, 3.1317, 4.0443, 2.9249, 3.9454, 3.0988, 4.2489,
+    3.4896, 3.8513, 3.9323, 3.4719, 3.7498, 4.283, 3.5694, 4.2467,
+    3.9037, 3.2947, 5.077, 3.5075, 3.27, 3.4767, 2.8063, 5.1125,
+    3.5327, 4.7833, 3.1286, 4.1819, 3.8527, 3.8312, 3.5605, 4.3875,
+    3.9624, 4.0168, 3.5643, 4.055, 5.5614, 4.2963, 4.408, 3.4959,
+    3.8747, 3.7608, 3.5735, 3.149, 3.7662, 3.6746, 3.4563, 3.8161,
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class WanVAEConfig:
@@ -44,7 +65,7 @@ class WanVAEConfig:
     and the tests' reduced configs use the same code as the real files.
     """
 
-    version: str  # "2.1" or "2.2"
+    version: str  # "2.1", "2.2", or "qwen-image-2.1" (Qwen-Image 2.1's image VAE)
     dim: int
     decoder_dim: int
     z_dim: int
@@ -59,6 +80,17 @@ class WanVAEConfig:
     out_channels: int = 3  # pixel channels the decoder gives
     upscale: int = 1  # s > 1: an upscale decoder, whose 3 * s * s head channels are pixel-shuffled into s x the pixels
     has_encoder: bool = True  # False for decoder-only files (decoder fine-tunes)
+    time_kernel: int = 3  # 1: 2-D kernels everywhere (Qwen-Image 2.1): an image VAE, one frame per latent
+
+    @property
+    def images_only(self) -> bool:
+        """An image VAE: every latent is one picture (its time convs never meet a second frame)."""
+        return self.time_kernel == 1
+
+    @property
+    def title(self) -> str:
+        """"Wan 2.1" / "Wan 2.2" / "Qwen-Image 2.1": the family in a user's words."""
+        return "Qwen-Image 2.1" if self.version == "qwen-image-2.1" else f"Wan {self.version}"
 
     @property
     def encoder_in_channels(self) -> int:
@@ -101,7 +133,9 @@ class WanVAEConfig:
         rgba = " RGBA" if 4 in (self.in_channels, self.out_channels) else ""
         extra = [f"{self.upscale}x upscale decoder"] if self.upscale > 1 else []
         extra += [] if self.has_encoder else ["decoder only"]
-        return ", ".join([f"Wan {self.version}{rgba} VAE", *extra])
+        if self.images_only:
+            rgba = ""  # RGBA is what it is: saying so would suggest a variant
+        return ", ".join([f"{self.title}{rgba} VAE", *extra])
 
     def with_widths(self, dim: int, decoder_dim: int) -> WanVAEConfig:
         return replace(self, dim=dim, decoder_dim=decoder_dim)
@@ -127,10 +161,19 @@ WAN22 = WanVAEConfig(
     latents_mean=WAN22_LATENTS_MEAN, latents_std=WAN22_LATENTS_STD,
 )  # fmt: skip
 
-CONFIGS = {"2.1": WAN21, "2.2": WAN22}
+# Qwen-Image 2.1's image VAE: the Wan 2.2 residual network with 2-D kernels, five stages (16x), no patches, RGBA
+# in and out, 64 latent channels (diffusers AutoencoderKLQwenImage21; ComfyUI's file keeps 5-D weights of time size 1).
+QWEN_IMAGE21 = WanVAEConfig(
+    version="qwen-image-2.1", dim=96, decoder_dim=144, z_dim=64, patch_size=1, is_residual=True,
+    latents_mean=QWEN_IMAGE21_LATENTS_MEAN, latents_std=QWEN_IMAGE21_LATENTS_STD, dim_mult=(1, 2, 4, 8, 8),
+    temporal_downsample=(False, True, True, True), in_channels=4, out_channels=4, time_kernel=1,
+)  # fmt: skip
+
+CONFIGS = {"2.1": WAN21, "2.2": WAN22, "qwen-image-2.1": QWEN_IMAGE21}
 
 # What users call the model that makes latents of each width; used in error messages.
 MODELS_BY_LATENT_CHANNELS = {
     16: ("Wan 2.1", "Wan 2.1 / Wan 2.2 14B (T2V, I2V) / Qwen-Image"),
     48: ("Wan 2.2", "Wan 2.2 TI2V-5B"),
+    64: ("Qwen-Image 2.1", "Qwen-Image 2.1"),
 }

@@ -54,7 +54,7 @@ class CausalConv3d(nn.Conv3d):
     """A Conv3d that is causal in time and continues across chunks through a `StreamState`.
 
     Kernels of time size 3 see the last two frames of the previous chunk (two zero frames at the
-    start of a video); 1x1x1 kernels need no history. The input is built in one buffer so that a
+    start of a video); kernels of time size 1 (1x1x1, and an image VAE's 1x3x3) need no history. The input is built in one buffer so that a
     producer (the norm before the conv) can write its output straight into it:
     `buf, slot = conv.input_buffer(x, state)`, fill `slot`, then `conv.run(buf, state)`.
     """
@@ -68,7 +68,10 @@ class CausalConv3d(nn.Conv3d):
     def input_buffer(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
         """A buffer [B, C, history + T, H, W] in this conv's dtype, history in front, and the view for x's frames."""
         b, c, t, h, w = x.shape
-        history = state.get(self)
+        history = state.get(self) if self.causal else None
+        if not self.causal:
+            buf = empty_in_layout(x, (b, c, t, h, w), self.compute_dtype)
+            return buf, buf
         if history is None and t == 1:
             # First frame of a video: the two zero frames in front only meet zero taps (see `run`).
             buf = empty_in_layout(x, (b, c, 1, h, w), self.compute_dtype)  # used once per video: not worth keeping
@@ -89,7 +92,8 @@ class CausalConv3d(nn.Conv3d):
 
     def run(self, buf: torch.Tensor, state: StreamState, with_bias: bool = True) -> torch.Tensor:
         """The conv of a filled `input_buffer`; without its bias when a fused norm adds it later (`with_bias=False`)."""
-        state.put(self, buf[:, :, -CACHE_T:])
+        if self.causal:
+            state.put(self, buf[:, :, -CACHE_T:])
         weight, bias = self.params(state)
         bias = bias if with_bias else None
         if buf.shape[2] == 1:
@@ -97,7 +101,8 @@ class CausalConv3d(nn.Conv3d):
             out = F.conv2d(buf[:, :, 0], weight[:, :, -1], bias, padding=self.spatial_padding[1:]).unsqueeze(2)
         else:
             out = F.conv3d(buf, weight, bias, padding=self.spatial_padding)
-            state.workspace.give(buf)
+            if self.causal:  # a workspace buffer (`input_buffer`)
+                state.workspace.give(buf)
         # PyTorch runs small CPU convs (N*C*D*H <= 20480) with a kernel that returns NCDHW; keep the
         # layout, or every later layer would leave channels_last too.
         return out.contiguous(memory_format=memory_layout(buf))
@@ -109,6 +114,8 @@ class CausalConv3d(nn.Conv3d):
         contribution to itself and to the next two frames; what is owed to frames of the next piece
         is carried as two frames of output channels instead of two frames of (many) input channels.
         """
+        if not self.causal:
+            return self(x, state)
         b, _, t, h, w = x.shape
         co = self.out_channels
         weight, bias = self.params(state)
@@ -131,10 +138,15 @@ class CausalConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         if not self.causal:
             weight, bias = self.params(state)
-            return F.conv3d(x.to(weight.dtype), weight, bias)
+            return F.conv3d(x.to(weight.dtype), weight, bias, padding=self.spatial_padding)
         buf, slot = self.input_buffer(x, state)
         slot.copy_(x)
         return self.run(buf, state)
+
+
+def conv3x3(in_dim: int, out_dim: int, t: int = 3) -> CausalConv3d:
+    """A 3x3 spatial conv, causal over `t` frames (3; 1 in an image VAE, whose kernels are 2-D)."""
+    return CausalConv3d(in_dim, out_dim, (t, 3, 3), padding=(t // 2, 1, 1))
 
 
 class ResidualBlock(nn.Module):
@@ -143,11 +155,11 @@ class ResidualBlock(nn.Module):
     `residual` keeps the original Wan indices (0 norm, 2 conv, 3 norm, 6 conv); 1, 4, 5 hold no weights.
     """
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, t: int = 3) -> None:
         super().__init__()
         self.residual = nn.ModuleList([
-            RMSNorm(in_dim), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1),
-            RMSNorm(out_dim), nn.SiLU(), nn.Identity(), CausalConv3d(out_dim, out_dim, 3, padding=1),
+            RMSNorm(in_dim), nn.SiLU(), conv3x3(in_dim, out_dim, t),
+            RMSNorm(out_dim), nn.SiLU(), nn.Identity(), conv3x3(out_dim, out_dim, t),
         ])  # fmt: skip
         self.shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else None
 
@@ -211,7 +223,7 @@ class Resample(nn.Module):
     `resample` keeps the original indices: 0 is the parameter-free nearest upsample / zero pad, 1 the conv.
     """
 
-    def __init__(self, dim: int, mode: str, out_dim: int | None = None) -> None:
+    def __init__(self, dim: int, mode: str, out_dim: int | None = None, t: int = 3) -> None:
         super().__init__()
         self.mode = mode
         if mode.startswith("upsample"):
@@ -219,9 +231,9 @@ class Resample(nn.Module):
         else:
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
         if mode == "upsample3d":
-            self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
+            self.time_conv = CausalConv3d(dim, dim * 2, (t, 1, 1), padding=(t // 2, 0, 0))
         elif mode == "downsample3d":
-            self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+            self.time_conv = nn.Conv3d(dim, dim, (t, 1, 1), stride=(2, 1, 1))
         else:
             self.time_conv = None
 
@@ -371,11 +383,11 @@ class DupUp3D(nn.Module):
 class DownStage(nn.Module):
     """Wan 2.2 encoder stage: residual blocks and a downsample, plus the AvgDown3D shortcut."""
 
-    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, down: bool) -> None:
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, down: bool, t: int = 3) -> None:
         super().__init__()
-        blocks: list[nn.Module] = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim) for i in range(num_res_blocks)]
+        blocks: list[nn.Module] = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim, t) for i in range(num_res_blocks)]
         if down:
-            blocks.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+            blocks.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d", t=t))
         self.downsamples = nn.ModuleList(blocks)
         self.out_dim = out_dim
         self.factor_t, self.factor_s = (2 if temporal and down else 1), (2 if down else 1)
@@ -390,11 +402,11 @@ class DownStage(nn.Module):
 class UpStage(nn.Module):
     """Wan 2.2 decoder stage: residual blocks and an upsample, plus the DupUp3D shortcut."""
 
-    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, up: bool) -> None:
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, temporal: bool, up: bool, t: int = 3) -> None:
         super().__init__()
-        blocks: list[nn.Module] = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim) for i in range(num_res_blocks + 1)]
+        blocks: list[nn.Module] = [ResidualBlock(in_dim if i == 0 else out_dim, out_dim, t) for i in range(num_res_blocks + 1)]
         if up:
-            blocks.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim))
+            blocks.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim, t))
         self.upsamples = nn.ModuleList(blocks)
         self.avg_shortcut = DupUp3D(in_dim, out_dim, 2 if temporal else 1, 2) if up else None
 
@@ -405,8 +417,8 @@ class UpStage(nn.Module):
         return h if self.avg_shortcut is None else h.add_(self.avg_shortcut(x, state))
 
 
-def head_layers(dim: int, out_dim: int) -> nn.ModuleList:
-    return nn.ModuleList([RMSNorm(dim), nn.SiLU(), CausalConv3d(dim, out_dim, 3, padding=1)])
+def head_layers(dim: int, out_dim: int, t: int = 3) -> nn.ModuleList:
+    return nn.ModuleList([RMSNorm(dim), nn.SiLU(), conv3x3(dim, out_dim, t)])
 
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..files.config import WanVAEConfig
-from .blocks import AttentionBlock, CausalConv3d, ResidualBlock, Resample, UpStage, head_layers
+from .blocks import AttentionBlock, ResidualBlock, Resample, UpStage, conv3x3, head_layers
 from .stream import StreamState
 
 
@@ -35,25 +35,26 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
-        dims = cfg.decoder_dims
-        self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
-        self.middle = nn.ModuleList([ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])])
+        dims, t = cfg.decoder_dims, cfg.time_kernel
+        self.conv1 = conv3x3(cfg.z_dim, dims[0], t)
+        self.middle = nn.ModuleList([ResidualBlock(dims[0], dims[0], t), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0], t)])
         last = len(cfg.dim_mult) - 1
         blocks: list[nn.Module] = []
         self.stages: list[list[nn.Module]] = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             temporal = i < last and cfg.temporal_upsample[i]
             if cfg.is_residual:
-                blocks.append(UpStage(in_dim, out_dim, cfg.num_res_blocks, temporal, up=i < last))
+                blocks.append(UpStage(in_dim, out_dim, cfg.num_res_blocks, temporal, up=i < last, t=t))
                 self.stages.append([blocks[-1]])
                 continue
-            stage = [ResidualBlock((in_dim // 2 if i > 0 else in_dim) if j == 0 else out_dim, out_dim) for j in range(cfg.num_res_blocks + 1)]
+            stage = [ResidualBlock((in_dim // 2 if i > 0 else in_dim) if j == 0 else out_dim, out_dim, t)
+                     for j in range(cfg.num_res_blocks + 1)]  # fmt: skip
             if i < last:
-                stage.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim // 2))
+                stage.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim // 2, t))
             blocks.extend(stage)
             self.stages.append(stage)
         self.upsamples = nn.ModuleList(blocks)
-        self.head = head_layers(dims[-1], cfg.decoder_out_channels)
+        self.head = head_layers(dims[-1], cfg.decoder_out_channels, t)
 
     @property
     def stage_scales(self) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..files.config import WanVAEConfig
-from .blocks import AttentionBlock, CausalConv3d, DownStage, ResidualBlock, Resample, head_layers, norm_silu_conv
+from .blocks import AttentionBlock, CausalConv3d, DownStage, ResidualBlock, Resample, conv3x3, head_layers, norm_silu_conv
 from .stream import StreamState
 
 
@@ -27,26 +27,26 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
-        dims = cfg.encoder_dims
-        self.conv1 = CausalConv3d(cfg.encoder_in_channels, dims[0], 3, padding=1)
+        dims, t = cfg.encoder_dims, cfg.time_kernel
+        self.conv1 = conv3x3(cfg.encoder_in_channels, dims[0], t)
         last = len(cfg.dim_mult) - 1
         layers: list[nn.Module] = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             temporal = i < last and cfg.temporal_downsample[i]
             if cfg.is_residual:
-                layers.append(DownStage(in_dim, out_dim, cfg.num_res_blocks, temporal, down=i < last))
+                layers.append(DownStage(in_dim, out_dim, cfg.num_res_blocks, temporal, down=i < last, t=t))
                 continue
-            layers += [ResidualBlock(in_dim if j == 0 else out_dim, out_dim) for j in range(cfg.num_res_blocks)]
+            layers += [ResidualBlock(in_dim if j == 0 else out_dim, out_dim, t) for j in range(cfg.num_res_blocks)]
             if i < last:
-                layers.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+                layers.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d", t=t))
         self.downsamples = nn.ModuleList(layers)
         self.stages: list[list[nn.Module]] = [[self.conv1]]  # each ends in a x2 downsample, but the last
         for layer in layers:
             self.stages[-1].append(layer)
             if _halves(layer) and layer is not layers[-1]:
                 self.stages.append([])
-        self.middle = nn.ModuleList([ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]), ResidualBlock(dims[-1], dims[-1])])
-        self.head = head_layers(dims[-1], cfg.z_dim * 2)
+        self.middle = nn.ModuleList([ResidualBlock(dims[-1], dims[-1], t), AttentionBlock(dims[-1]), ResidualBlock(dims[-1], dims[-1], t)])
+        self.head = head_layers(dims[-1], cfg.z_dim * 2, t)
 
     @property
     def stage_scales(self) -> list[int]:

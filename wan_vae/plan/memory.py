@@ -14,7 +14,10 @@ A decode holds, besides the weights:
         2.2      fp32        6,655 B/px          15,376 B/px
         2.2      bf16        6,297 B/px          14,250 B/px
 
-    Longer chunks are extrapolated linearly; fp16 is taken to be bf16;
+    Longer chunks are extrapolated linearly; fp16 is taken to be bf16. Qwen-Image 2.1's image VAE decodes one
+    picture at a time (no history, no second frame): 7,803 B/px in fp32, peak live tensor bytes of a 512x512
+    picture counted by a dispatch mode (the same count gives 2,654 B/px for Wan 2.1's first frame); its bf16
+    figure is taken to be fp32's, not measured (bf16 crawls on this AVX2 CPU);
   - what the caller keeps on the same device: the output, and for a tiled `decode` the middle block's
     output of every chunk (each tile is decoded through all of time before the next).
 A safety factor covers allocator slack and backend workspaces (oneDNN's conv scratch measured ~73 MB
@@ -43,6 +46,7 @@ log = logging.getLogger("wan_vae")
 TRANSIENT_BYTES_PER_PIXEL = {
     ("2.1", False): (3037, 7716), ("2.1", True): (2212, 6058),
     ("2.2", False): (6655, 15376), ("2.2", True): (6297, 14250),
+    ("qwen-image-2.1", False): (7803, 7803), ("qwen-image-2.1", True): (7803, 7803),
 }  # fmt: skip
 SAFETY = 1.1
 FIXED_OVERHEAD = 384 * 2**20

@@ -7,6 +7,9 @@ import torch
 from ..errors import LatentError
 from ..files.config import MODELS_BY_LATENT_CHANNELS
 
+# The file each latent width needs, as ComfyUI's repackaged folders name it.
+VAE_FILES = {16: "wan_2.1_vae.safetensors", 48: "wan2.2_vae.safetensors", 64: "qwen_image_2.1_vae_bf16.safetensors"}
+
 
 def check_latents(latents, vae) -> torch.Tensor:
     """Latents as [B, C, T, h, w], or LatentError saying what is wrong with them (shape, channels, NaN)."""
@@ -23,6 +26,12 @@ def check_latents(latents, vae) -> torch.Tensor:
     if z.numel() == 0:
         raise LatentError(f"Latents are empty (shape {list(z.shape)}).")
     check_channels(z.shape[1], vae)
+    if _images_only(vae) and z.shape[2] != 1:
+        raise LatentError(
+            f"{vae.config.title}'s VAE is an image VAE: each latent is one picture [batch, {z.shape[1]}, 1, h, w] (or "
+            f"[batch, {z.shape[1]}, h, w]); these have {z.shape[2]} frames. Give them as a batch of {z.shape[0] * z.shape[2]} "
+            f"pictures (latents.transpose(1, 2).reshape(-1, {z.shape[1]}, 1, {z.shape[3]}, {z.shape[4]}))."
+        )
     bad = (~torch.isfinite(z)).sum().item()
     if bad:
         nans = torch.isnan(z).sum().item()
@@ -34,6 +43,11 @@ def check_latents(latents, vae) -> torch.Tensor:
     return z
 
 
+def _images_only(vae) -> bool:
+    config = getattr(vae, "config", None)
+    return bool(getattr(config, "images_only", False))
+
+
 def check_channels(channels: int, vae) -> None:
     """A plain message for latents made by a different model than the VAE's."""
     if channels == vae.latent_channels:
@@ -43,11 +57,8 @@ def check_channels(channels: int, vae) -> None:
         vae_name, models = MODELS_BY_LATENT_CHANNELS[channels]
         raise LatentError(
             f"These latents have {channels} channels: {models} latents need the {vae_name} VAE, but {have}. "
-            f"Load the {vae_name} VAE ({'wan2.2_vae.safetensors' if channels == 48 else 'wan_2.1_vae.safetensors'})."
+            f"Load the {vae_name} VAE ({VAE_FILES[channels]})."
         )
-    if channels == 64:  # Qwen-Image 2.1's image latents (its VAE: z_dim 64, 16x)
-        raise LatentError(f"These latents have 64 channels: Qwen-Image 2.1 latents, whose VAE this pack does not decode "
-                          f"yet, and {have}. Decode them with core VAE Decode and Qwen-Image 2.1's VAE.")  # fmt: skip
     raise LatentError(
         f"These latents have {channels} channels, but {have}. They do not come from a Wan video model "
         f"(4-channel latents are SD 1.x/SDXL images, 16-channel 4-D latents SD3/Flux images)."
@@ -76,6 +87,9 @@ def check_video(video, vae, strict_range: bool = True) -> tuple[torch.Tensor, bo
     if x.numel() == 0:
         raise LatentError(f"The video is empty (shape {list(video.shape)}): nothing to encode.")
     f, h, w = x.shape[2:]
+    if _images_only(vae) and f != 1:
+        raise LatentError(f"{vae.config.title}'s VAE is an image VAE: it encodes pictures [batch, C, 1, H, W] (or a batch of "
+                          f"IMAGE frames, one picture each), not {f}-frame videos.")  # fmt: skip
     if (f - 1) % 4:
         lower, upper = 1 + 4 * ((f - 1) // 4), 1 + 4 * ((f - 1) // 4 + 1)
         raise LatentError(
