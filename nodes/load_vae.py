@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..wan_vae import CheckpointError, WanVAE, load_vae
+from ..wan_vae.alpha_pair import ALPHA_MARK, COLOUR_MARK, alpha_companion, is_alpha_half, pair_alpha
 from ..wan_vae.device.precision import default_mixed
 from . import comfy_host, wrapper_vae
 
@@ -17,6 +18,7 @@ log = logging.getLogger("wan_vae")
 CATEGORY = "Wan VAE"
 PRECISIONS = ["auto", "fp32", "bf16", "fp16", "bf16 mixed", "fp16 mixed"]  # new choices go at the end: saved workflows
 DEVICES = ["auto", "cpu", "gpu", "all gpus"]
+ALPHA_CHOICES = ["auto", "none"]  # then the files of models/vae: Wan-Alpha's alpha decoder
 
 
 @dataclass
@@ -67,14 +69,31 @@ class LoadWanVAE:
                     "all gpus: every GPU of the machine decodes tiles (and videos of a batch) at once, each with a "
                     "copy of the weights; the frames are the same as on one GPU, and with one GPU it is 'gpu'. "
                     "Between runs the VAE waits in system memory.")}),
-            }
+            },
+            "optional": {
+                "alpha_vae_name": (ALPHA_CHOICES + comfy_host.vae_filenames(), {"default": "auto", "tooltip": (
+                    "Wan-Alpha: the alpha decoder that goes with vae_name's colour decoder, so that one decode gives RGBA "
+                    "(the alpha is its red channel, as the official template takes it). auto: wan_alpha_..._rgb_channel "
+                    "finds its ..._alpha_channel beside it; none: never. Any other VAE decodes as it is.")}),
+            },
         }  # fmt: skip
 
-    def load(self, vae_name: str, precision: str, device: str):
+    def load(self, vae_name: str, precision: str, device: str, alpha_vae_name: str = "auto"):
         targets = comfy_host.compute_devices(device)
         dtype = comfy_host.compute_dtype(precision.removesuffix(" mixed"), targets[0])
         mixed = precision.endswith(" mixed") or default_mixed(targets[0])  # for where it decodes, not where it waits
-        vae = load_vae(comfy_host.vae_file(vae_name), device=comfy_host.offload_device(), dtype=dtype, mixed=mixed)
+        path = comfy_host.vae_file(vae_name)
+        if is_alpha_half(vae_name):
+            colour = vae_name.replace(ALPHA_MARK, COLOUR_MARK)
+            raise CheckpointError(f"{vae_name} is Wan-Alpha's alpha decoder, which decodes only the alpha of what its colour "
+                                  f"half decodes: load {colour} as vae_name; alpha_vae_name auto pairs this file with it.")  # fmt: skip
+        alpha_path = alpha_companion(path) if alpha_vae_name == "auto" else None
+        if alpha_vae_name not in ALPHA_CHOICES:
+            alpha_path = comfy_host.vae_file(alpha_vae_name)
+        vae = load_vae(path, device=comfy_host.offload_device(), dtype=dtype, mixed=mixed)
+        if alpha_path is not None:
+            alpha = load_vae(alpha_path, device=comfy_host.offload_device(), dtype=dtype, mixed=mixed)
+            vae = pair_alpha(vae, alpha)
         loaded = LoadedWanVAE(vae, targets[0], targets if len(targets) > 1 else None)
         log.info("Load Wan VAE: %s: %s", vae_name, loaded)
         return (loaded,)

@@ -182,7 +182,7 @@ def _overlaps(boxes):
 @pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
 @pytest.mark.parametrize("stem", ["wan21_latent_to_video", "wan22_5b_latent_to_video", "wan21_long_video", "wan21_i2v_core_nodes",
                                   "wan21_image_upscale2x", "wan21_video_upscale2x", "wan_wrapper_to_video",
-                                  "wan21_latent_to_save_video", "wan21_load_video_to_latent"])  # fmt: skip
+                                  "wan21_latent_to_save_video", "wan21_load_video_to_latent", "wan21_alpha_to_video"])  # fmt: skip
 def test_templates_lay_out_without_overlaps_before_and_after_a_run(comfy, browser, vue, stem, tmp_path):  # noqa: F811
     """No node (the Markdown note included) covers another, as loaded and after a run (the decode preview and the
     player grow the nodes), and after a run Wan Decode to Video shows its player only: no stale progress picture."""
@@ -205,6 +205,10 @@ def test_templates_lay_out_without_overlaps_before_and_after_a_run(comfy, browse
             if node["type"] == "WanVideoVAELoader":
                 node["widgets_values"][0] = "wan_2.1_real_size.safetensors"
     runnable = stem != "wan21_i2v_core_nodes"  # the I2V graph needs the real 14B model
+    if stem == "wan21_alpha_to_video" and not (base / "models" / "vae" / "wan_alpha_2.1_vae_rgb_channel.safetensors").exists():
+        from test_wan_alpha import write_pair
+
+        write_pair(base / "models" / "vae")
     for name in (n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadVideo"):
         write_video(torch.rand(9, 48, 80, 3), base / "input" / name, 16, overwrite=True)
     if runnable and stem != "wan21_load_video_to_latent":

@@ -22,7 +22,7 @@ NODES = ("LoadWanVAE", "WanDecodeLatents", "ExportVideo", "LoadWanLatent", "WanD
          "WanVAEForWanVideoWrapper", "WanDecodeAsVideo")  # fmt: skip
 # Widget names in order: saved workflows store widgets_values by position, so this order is a public contract.
 WIDGET_ORDER = {
-    "LoadWanVAE": ["vae_name", "precision", "device"],
+    "LoadWanVAE": ["vae_name", "precision", "device", "alpha_vae_name"],
     "WanDecodeLatents": ["latent_space", "tiling", "tile_size", "tile_overlap", "frames_per_chunk"],
     "ExportVideo": ["fps", "format", "quality", "filename_prefix", "save_metadata", "bit_depth", "pingpong", "loop_count",
                     "save_output", "prores_profile"],
@@ -143,10 +143,12 @@ def test_every_example_workflow_is_valid(pack, folders):
         for loader in (n for n in graph["nodes"] if n["type"] in MODEL_LOADERS):
             models = loader["properties"]["models"]
             # Exactly the file this node loads: a hint for a file not used would show as a missing model.
-            assert [m["name"] for m in models] == [loader["widgets_values"][0]]
+            pair = [loader["widgets_values"][0].replace("rgb_channel", "alpha_channel")] if "wan_alpha" in loader["widgets_values"][0] else []
+            assert [m["name"] for m in models] == [loader["widgets_values"][0], *pair]  # Wan-Alpha: its alpha half too
             assert all(m["directory"] == MODEL_LOADERS[loader["type"]] and m["url"].startswith("https://") for m in models)
             hinted |= {m["name"] for m in models if m["directory"] == "vae"}
-    assert hinted == {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors", "Wan2.1_VAE_upscale2x_imageonly_real_v1.safetensors"}
+    assert hinted == {"wan_2.1_vae.safetensors", "wan2.2_vae.safetensors", "Wan2.1_VAE_upscale2x_imageonly_real_v1.safetensors",
+                      "wan_alpha_2.1_vae_rgb_channel.safetensors", "wan_alpha_2.1_vae_alpha_channel.safetensors"}
 
 
 @pytest.mark.parametrize("path", sorted((PACK / "tests" / "workflows" / "v0.1").glob("*.json")), ids=lambda p: p.stem)

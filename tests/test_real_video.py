@@ -7,6 +7,7 @@ Video, with the server's peak memory printed for long videos (64x64 frames, rand
 """
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -15,12 +16,12 @@ import torch
 
 from media import probe, read_frames
 from reference import latents
-from test_real_comfyui import PACK, _load, _peak_rss_mb, _run, comfy  # noqa: F401  (comfy: the server fixture)
+from test_real_comfyui import COMFYUI, PACK, _load, _peak_rss_mb, _run, comfy  # noqa: F401  (comfy: the server fixture)
 from wan_vae import write_video
 from wan_vae.files.latents import write_latent_file
 
-pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")]
-LINUX = sys.platform.startswith("linux")
+pytestmark = [pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run against real ComfyUI"),
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")]
 
 
 def _workflow(stem: str) -> dict:
@@ -152,3 +153,29 @@ def test_core_load_video_into_export_video_keeps_the_frames_and_the_template_run
     write_video(torch.rand(9, 48, 80, 3), base / "input" / "control.mp4", 16)
     _ok(_run(comfy, _workflow("wan21_load_video_to_latent"))[1])
     assert next((base / "output" / "latents").glob("wan_control_*.latent")).is_file()
+
+
+def test_wan_alpha_gives_an_rgba_video_from_one_decode(comfy):  # noqa: F811
+    """The Wan-Alpha template (Load Wan VAE pairing the halves by name -> Wan Decode to Video), lossless: its alpha is
+    the alpha half's red, its colour the colour half's, each as Wan Decode Latents gives it with the other left out."""
+    from media import read_rgba
+    from test_wan_alpha import ALPHA, COLOUR, write_pair
+
+    base = comfy["base"]
+    write_pair(base / "models" / "vae")
+    shutil.copy(base / "models" / "vae" / ALPHA, base / "models" / "vae" / "alpha_half_alone.safetensors")  # loadable alone
+    write_latent_file(base / "input" / "wan_alpha_00001_.latent", latents("2.1", (1, 3, 6, 10)))
+    graph = _workflow("wan21_alpha_to_video")
+    graph["3"]["inputs"] |= {"format": "ffv1-mkv", "latent_space": "raw", "save_latent": False}
+    saved = _ok(_run(comfy, graph)[1])["3"]["wan_video"][0]
+    assert saved["alpha"] is True
+    rgba = read_rgba(base / "output" / saved["subfolder"] / saved["filename"])
+    halves = {}
+    for name, vae in (("colour", COLOUR), ("alpha", "alpha_half_alone.safetensors")):
+        each = _decode_latents("wan_alpha_00001_.latent", f"alpha_{name}")
+        each["2"]["inputs"] |= {"vae_name": vae, "alpha_vae_name": "none"}
+        del each["5"]
+        _ok(_run(comfy, each)[1])
+        halves[name] = _load(comfy, f"alpha_{name}")["images"]
+    want = torch.cat([halves["colour"], 1.0 - (1.0 - halves["alpha"][..., :1])], dim=-1)
+    assert np.array_equal(rgba, (want.numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
