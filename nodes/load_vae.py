@@ -41,9 +41,11 @@ class LoadWanVAE:
         "Loads a Wan VAE from ComfyUI/models/vae: the Wan 2.1 VAE (wan_2.1_vae.safetensors: Wan 2.1, Wan 2.2 14B, "
         "Qwen-Image) or the Wan 2.2 VAE (wan2.2_vae.safetensors: Wan 2.2 TI2V-5B). Original, ComfyUI and diffusers "
         "files in fp32, fp16 or bf16 all load (Qwen-Image's diffusers VAE too), Qwen-Image 2.1's image VAE "
-        "(qwen_image_2.1_vae: RGBA pictures), and the variants: spacepxl's 2x upscale decoder (Wan2.1_VAE_upscale2x: twice the pixels at no extra decode cost), "
-        "Qwen-Image-Layered's RGBA VAE, decoder-only fine-tunes; and the fast lossy ones: LightX2V's LightVAE (lightvaew2_1), Matrix-Game 3's MG-LightVAE "
-        "and the tiny decoders taew2_1, taew2_2, taew2_2_super, lighttaew2_1, lighttaew2_2. Anything else is refused with what it is."
+        "(qwen_image_2.1_vae: RGBA pictures), and the variants: spacepxl's 2x upscale decoder (Wan2.1_VAE_upscale2x: "
+        "twice the pixels at no extra decode cost), Qwen-Image-Layered's RGBA VAE, decoder-only fine-tunes, Wan-Alpha's "
+        "pair (one decode, an RGBA video); and the fast lossy ones: LightX2V's LightVAE (lightvaew2_1), Matrix-Game 3's "
+        "MG-LightVAE, Flash-VAED and the tiny decoders taew2_1, taew2_2, taew2_2_super, lighttaew2_1, lighttaew2_2. "
+        "Anything else is refused with what it is."
     )
     RETURN_TYPES = ("WAN_VAE",)
     RETURN_NAMES = ("wan_vae",)

@@ -24,7 +24,7 @@ GROUPS = {
     "device": {"errors"},
     "errors": set(),
 }
-FACE = {"__init__", "__main__", "vae", "tiny_vae", "alpha_pair", "cli"}  # the modules at the top of the package besides errors.py
+FACE = {"__init__", "__main__", "vae", "tiny_vae", "flash_vae", "alpha_pair", "cli"}  # the modules at the top of the package besides errors.py
 
 
 def modules() -> dict[str, Path]:

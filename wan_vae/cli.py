@@ -155,6 +155,8 @@ def cmd_info(args) -> int:
         raise WanVAEError(f"No file at '{path}'.")
     if path.suffix.lower() != ".latent":
         from .files.checkpoint import prepare_state_dict, read_state_dict, strip_prefix
+        from .flash_vae import load_flash_vae
+        from .network.flash_vaed import is_flash_vaed
         from .network.taehv import is_tiny, load_tiny
 
         try:
@@ -162,6 +164,9 @@ def cmd_info(args) -> int:
             stripped = strip_prefix(raw)[0]
             if is_tiny(stripped):
                 print(f"{path.name}: {load_tiny(stripped, name)[1].describe()}")
+                return 0
+            if is_flash_vaed(stripped):
+                print(f"{path.name}: {load_flash_vae(stripped, name).title.split(' (', 1)[1].rstrip(')')}, Wan 2.1 latents (16 channels)")
                 return 0
             _, info = prepare_state_dict(raw, name)
             print(f"{path.name}: {info.describe()}")

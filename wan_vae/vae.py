@@ -20,12 +20,14 @@ from .files.config import WanVAEConfig
 from .network.blocks import pixel_shuffle, unpatchify
 from .network.model import WanVAEModel, full_precision, is_mixed, lay_out_weights, precision, set_precision
 from .network.stream import StreamState, Workspace
+from .network.flash_vaed import is_flash_vaed
 from .network.taehv import is_tiny
 from .run import multidevice
 from .run.decode import Cancel, Decodes, Progress, Tracker
 from .run.encode import encode_stream, encode_video
 from .run.inputs import check_latents
 from .run.options import Options
+from .flash_vae import load_flash_vae
 from .tiny_vae import load_tiny_vae
 
 
@@ -188,7 +190,8 @@ class WanVAE(Decodes):
 
 def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32, name: str | None = None, mixed: bool | None = None):
     """Load a Wan 2.1 or Wan 2.2 VAE from a file, a diffusers folder or a state dict (see files/checkpoint.py): a `WanVAE`,
-    or for the tiny TAEHV-family decoders (taew2_1, lighttaew2_2, ...) a `TinyVAE` with the same decode API.
+    or for the tiny TAEHV-family decoders (taew2_1, lighttaew2_2, ...) a `TinyVAE`, for Flash-VAED's decoder a `FlashVAE`,
+    with the same decode API.
     `name` names a state dict in messages (and tells a tiny decoder's file name). A half-precision `dtype` runs every
     conv in it on CUDA devices and the heavy ones only elsewhere, unless `mixed` says (network/model.set_precision)."""
     raw, read_name = read_state_dict(source)
@@ -196,6 +199,8 @@ def load_vae(source, device="cpu", dtype: torch.dtype = torch.float32, name: str
     stripped, _ = strip_prefix(raw)
     if is_tiny(stripped):
         return load_tiny_vae(stripped, name, device=device, dtype=dtype)
+    if is_flash_vaed(stripped):
+        return load_flash_vae(stripped, name, device=device, dtype=dtype)
     sd, info = prepare_state_dict(raw, name)
     with torch.device("meta"):
         model = WanVAEModel(info.config)

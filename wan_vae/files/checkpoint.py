@@ -245,6 +245,9 @@ def _what_is_it(sd: Mapping[str, object]) -> str:
 def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     """(version, naming) of a prefix-free state dict, or CheckpointError naming what it is instead."""
     conv_in = sd.get("decoder.conv_in.weight")
+    if "decoder.middle.0.residual.2.depthwise_conv.weight" in sd:  # network/flash_vaed.py's marker: load_vae reads it
+        raise CheckpointError("This is Flash-VAED's distilled Wan 2.1 decoder, a different network from the Wan VAE's; "
+                              "load_vae and Load Wan VAE load it as such.")  # fmt: skip
     if isinstance(sd.get("decoder.conv1.weight"), torch.Tensor) and "decoder.middle.0.residual.0.gamma" in sd:
         naming, conv = "original", sd["decoder.conv1.weight"]
         nested = any(k.startswith("decoder.upsamples.0.upsamples.") for k in sd)

@@ -59,8 +59,8 @@ class CausalConv3d(nn.Conv3d):
     `buf, slot = conv.input_buffer(x, state)`, fill `slot`, then `conv.run(buf, state)`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, padding=0) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, padding=padding)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, padding=0, groups: int = 1) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding, groups=groups)
         self.compute_dtype = torch.float32  # see set_precision
         self.causal = self.kernel_size[0] > 1
         self.spatial_padding = (0, *self.padding[1:])
@@ -98,9 +98,9 @@ class CausalConv3d(nn.Conv3d):
         bias = bias if with_bias else None
         if buf.shape[2] == 1:
             # Only the last temporal tap meets a non-zero frame: a conv2d with that tap is exact.
-            out = F.conv2d(buf[:, :, 0], weight[:, :, -1], bias, padding=self.spatial_padding[1:]).unsqueeze(2)
+            out = F.conv2d(buf[:, :, 0], weight[:, :, -1], bias, padding=self.spatial_padding[1:], groups=self.groups).unsqueeze(2)
         else:
-            out = F.conv3d(buf, weight, bias, padding=self.spatial_padding)
+            out = F.conv3d(buf, weight, bias, padding=self.spatial_padding, groups=self.groups)
             if self.causal:  # a workspace buffer (`input_buffer`)
                 state.workspace.give(buf)
         # PyTorch runs small CPU convs (N*C*D*H <= 20480) with a kernel that returns NCDHW; keep the
@@ -138,7 +138,7 @@ class CausalConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         if not self.causal:
             weight, bias = self.params(state)
-            return F.conv3d(x.to(weight.dtype), weight, bias, padding=self.spatial_padding)
+            return F.conv3d(x.to(weight.dtype), weight, bias, padding=self.spatial_padding, groups=self.groups)
         buf, slot = self.input_buffer(x, state)
         slot.copy_(x)
         return self.run(buf, state)
