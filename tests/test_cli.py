@@ -55,6 +55,18 @@ def test_decode_ping_pong_into_a_gif_that_plays_twice(files, tmp_path):
     assert probe(out)["frames"] == 16 and data[data.index(b"NETSCAPE2.0") + 11 : data.index(b"NETSCAPE2.0") + 14] == b"\x03\x01\x02"
 
 
+def test_decode_a_wan_alpha_pair_to_an_rgba_video(files, tmp_path):
+    from media import read_rgba
+    from test_wan_alpha import ALPHA, COLOUR, write_pair
+
+    write_pair(tmp_path)
+    out = tmp_path / "alpha.mkv"
+    res = run("decode", files["latent"], "--vae", tmp_path / COLOUR, "--alpha-vae", tmp_path / ALPHA, "-o", out, "--latent-space", "raw")
+    assert res.returncode == 0, res.stderr
+    rgba = read_rgba(out)
+    assert rgba.shape == (9, 48, 80, 4) and rgba[..., 3].std() > 1  # an alpha of its own, not opaque
+
+
 def test_decode_named_safetensors_and_torch_tensors_the_same(files, tmp_path):
     z = files["z"]
     save_file({"latents": z, "other": torch.zeros(3)}, str(tmp_path / "pipe.safetensors"))

@@ -141,6 +141,15 @@ def test_a_failed_save_keeps_the_latent_beside_the_file_it_was_writing(pack, fol
     assert sorted(p.name for p in folders["output"].iterdir()) == ["lost.latent"]
 
 
+def test_stop_during_save_ends_without_a_video_and_keeps_the_latent(pack, folders, monkeypatch):
+    vae, z = load(pack, device="cpu"), latents("2.1", (1, 3, 6, 10))
+    video = as_video(pack, vae, z)
+    monkeypatch.setattr(pack.host, "stop_requested", lambda: True)  # the user pressed Stop
+    with pytest.raises(pack.lib.DecodeCancelled, match="the latent is kept in .*stopped.latent"):
+        video.save_to(str(folders["output"] / "stopped.mp4"))
+    assert sorted(p.name for p in folders["output"].iterdir()) == ["stopped.latent"]
+
+
 # ----------------------------------------------------------------------------------------- Wan Decode to Video's VIDEO
 
 

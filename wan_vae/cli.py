@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .alpha_pair import pair_alpha
 from .device.precision import default_dtype
 from .errors import CheckpointError, LatentError, WanVAEError
 from .files.latents import describe_latent, read_latent_file, write_latent_file
@@ -95,6 +96,8 @@ def cmd_decode(args) -> int:
     latents = read_latent_file(args.latent, args.key)
     device = _device(args.device)
     vae = load_vae(args.vae, device=device, **_precision(args.precision, device))
+    if args.alpha_vae:  # Wan-Alpha: the colour VAE with its alpha decoder, one RGBA decode
+        vae = pair_alpha(vae, load_vae(args.alpha_vae, device=device, **_precision(args.precision, device)))
     check_output(out, args.fps, fmt, args.quality, args.overwrite, args.bit_depth, alpha=vae.out_channels == 4, **_playback(args))
     audio = read_audio_file(args.audio) if args.audio else None
     progress = _Progress("decoding")
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="0-100, higher is better (default %(default)s)")
     dec.add_argument("--bit-depth", type=int, choices=[8, 10], default=8, help="10 for 10-bit H.264/H.265/VP9/FFV1, 16-bit PNG")
     dec.add_argument("--audio", help="audio (or video) file to mux in, cut or padded to the video's length")
+    dec.add_argument("--alpha-vae", help="Wan-Alpha: the alpha decoder (wan_alpha_..._alpha_channel) of --vae's colour one: RGBA out")
     dec.add_argument("--pingpong", action="store_true", help="forward, then backward without the two ends (2N - 2 frames)")
     dec.add_argument("--loop-count", type=int, default=0, help="GIF and WebP: times players repeat it, 0 forever (default)")
     dec.add_argument("--prores-profile", choices=list(PRORES_PROFILES), default="auto", help="prores-mov's profile")
