@@ -1,11 +1,11 @@
 """Time and peak memory of a decode for each kind of VAE file (docs/vae-files.md's cost column), on this machine.
 
-    python benchmarks/vae_files_table.py [--cases wan21 flash qwen21_1024 qwen21_2048] [--frames 81]
+    python benchmarks/vae_files_table.py [--cases wan21 alpha flash qwen21_1024 qwen21_2048] [--frames 81]
 
 Each case runs in a fresh process (peak RSS is the process's high-water mark, weights included), with seeded
 random weights at the real widths: the time and memory of a file do not depend on its values. Video cases decode
-`--frames` frames at 832x480 with `decode_frames` (streamed, as Wan Decode to Video runs them); the image VAE decodes
-one picture with tiling auto.
+`--frames` frames at 832x480 with `decode_frames` (streamed, as Wan Decode to Video runs them; `alpha` is the Wan-Alpha
+pair, both decoders on every chunk); the image VAE decodes one picture with tiling auto.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CASES = ("wan21", "flash", "qwen21_1024", "qwen21_2048")
+CASES = ("wan21", "alpha", "flash", "qwen21_1024", "qwen21_2048")
 
 
 def _vae(case: str):
+    from wan_vae.alpha_pair import pair_alpha
     from wan_vae.files.config import CONFIGS
     from wan_vae.network.flash_vaed import FlashModel
     from wan_vae.network.model import WanVAEModel
@@ -38,7 +39,8 @@ def _vae(case: str):
         model = WanVAEModel(CONFIGS["qwen-image-2.1" if case.startswith("qwen") else "2.1"])
     for p in model.parameters():
         p.data.normal_(0, 0.02)
-    return load_vae(model.state_dict(), name=case)
+    vae = load_vae(model.state_dict(), name=case)
+    return pair_alpha(vae, _vae("wan21")) if case == "alpha" else vae
 
 
 def run_case(case: str, frames: int) -> dict:

@@ -5,7 +5,8 @@ WanImageToVideo, WanVaceToVideo, Wan22ImageToVideoLatent, VAE Decode, VAE Encode
 subclass made here (`ExactMethods` first in its bases): every attribute core nodes read stays core's, the four
 methods are ours, and the input VAE object is never touched, so core nodes elsewhere in the graph keep core's
 behaviour. What the replacements give follows core's sd.py (0.3.64, 0.38 and the newest read) exactly: shapes, dtypes, [0, 1]
-pixels, raw latents, the centred crop, frames beyond 1 + 4k dropped, results on core's output device.
+pixels, raw latents, the centred crop, frames beyond 1 + 4k dropped, results on core's output device; for Qwen-Image
+2.1's image VAE (newest sd.py only, @033046cc) pictures [B, H, W, 4] and image latents [N, 64, h, w].
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ class WanVAEForCoreNodes:
     def INPUT_TYPES(cls):
         return {"required": {
             "vae": DECODE_INPUTS["vae"][:1] + ({"tooltip": (
-                "Core Load VAE's VAE (wan_2.1_vae / wan2.2_vae), or the full Wan VAE from Load Wan VAE (its precision and "
-                "device are kept) or from kijai's WanVideo VAE Loader.")},),
+                "Core Load VAE's VAE (wan_2.1_vae / wan2.2_vae, and in newer ComfyUI qwen_image_2.1_vae), or the full Wan VAE "
+                "from Load Wan VAE (its precision and device are kept; a Wan-Alpha pair decodes RGBA) or from kijai's "
+                "WanVideo VAE Loader.")},),
             "tiling": DECODE_INPUTS["tiling"][:1] + ({"default": "auto", "tooltip": (
                 "For the core nodes' encodes and decodes. Tiles give exactly the untiled result; they only trade "
                 "time for memory. auto: the fewest tiles that fit in what ComfyUI frees. on: tiles of at most "
@@ -80,7 +82,8 @@ def _core_vae_for(wan: WanVAE):
     """Core's VAE object for our weights (our keys are the original ones, which ComfyUI reads), made once per VAE."""
     if wan in _CORE_FOR:
         return _CORE_FOR[wan]
-    if (wan.config.dim, wan.config.decoder_dim) != CORE_BUILDS[wan.version]:
+    image_vae = wan.config.images_only  # Qwen-Image 2.1's: core reads its widths from the file
+    if not image_vae and (wan.config.dim, wan.config.decoder_dim) != CORE_BUILDS[wan.version]:
         raise CheckpointError(
             f"{wan.title} has channel widths {wan.config.dim}/{wan.config.decoder_dim}, which core's VAE cannot hold "
             f"(it builds the standard Wan {wan.version} VAE). Load the standard VAE file here; the pack's own Wan "
@@ -89,13 +92,25 @@ def _core_vae_for(wan: WanVAE):
     try:
         core = comfy_host.core_vae_from_weights(wan.model.state_dict())
     except RuntimeError as e:  # core of 0.3.64 builds RGB VAEs only: an RGBA or upscale head does not fit it
+        if image_vae:
+            raise _no_image_vae_in_core() from None
         raise CheckpointError(
             f"This ComfyUI ({comfy_host.comfyui_version()}) cannot hold {wan.title} in its own VAE object ({str(e)[:160]}...); "
             "ComfyUI releases after 0.3.64 read the channels from the file. Until then wire Load Wan VAE straight to "
             "Wan Decode Latents, Wan Decode to Video and Wan Encode, which take this file."
         ) from None
+    if getattr(core, "latent_channels", wan.latent_channels) != wan.latent_channels:  # core took it for another VAE
+        raise _no_image_vae_in_core()
     _CORE_FOR[wan] = core
     return core
+
+
+def _no_image_vae_in_core() -> CheckpointError:
+    return CheckpointError(
+        f"This ComfyUI ({comfy_host.comfyui_version()}) has no Qwen-Image 2.1 VAE of its own for Wan VAE for Core Nodes to "
+        "serve (its comfy/sd.py reads that file from the 2026 releases on). Update ComfyUI, or wire Load Wan VAE straight "
+        "to Wan Decode Latents and Wan Encode, which take this file."
+    )
 
 
 def exact_copy(core, loaded: LoadedWanVAE, options: Options):
@@ -134,8 +149,9 @@ class ExactMethods:
     def spacial_compression_encode(self) -> int:
         return self.wan_loaded.vae.spatial_scale
 
-    def temporal_compression_decode(self) -> int:
-        return self.wan_loaded.vae.temporal_scale
+    def temporal_compression_decode(self) -> int | None:
+        wan = self.wan_loaded.vae
+        return None if wan.config.images_only else wan.temporal_scale  # None: core's answer for an image VAE
 
     def encode(self, pixel_samples, not_video=None):
         return self._wan_encode(pixel_samples, self.wan_options, not_video)
@@ -172,7 +188,11 @@ class ExactMethods:
         return dataclasses.replace(self.wan_loaded, device=device, devices=None)
 
     def _wan_decode(self, latents: torch.Tensor, options: Options) -> torch.Tensor:
-        """Latents [B, C, T, h, w] (or image latents [B, C, h, w]) to core's [B, F, H, W, 3] in [0, 1]."""
+        """Latents [B, C, T, h, w] (or image latents [B, C, h, w]) to core's [B, F, H, W, 3] in [0, 1]; for an image
+        VAE (Qwen-Image 2.1's) pictures [B, H, W, 4], of a 5-D latent's first frame, as core's decode takes it."""
+        image_vae = self.wan_loaded.vae.config.images_only
+        if image_vae and latents.dim() == 5:
+            latents = latents[:, :, 0]
         z = latents.unsqueeze(2) if latents.dim() == 4 else latents
 
         def work(wan, z, options, wired):
@@ -180,20 +200,27 @@ class ExactMethods:
                               image_dtype=self._output_dtype(), **wired)  # fmt: skip
 
         frames = decode_planned(self.wan_on_device(), z, options, work)  # [B * F, H, W, 3]
-        return frames.reshape(z.shape[0], -1, *frames.shape[1:])
+        return frames if image_vae else frames.reshape(z.shape[0], -1, *frames.shape[1:])
 
     def _wan_encode(self, pixels: torch.Tensor, options: Options, not_video) -> torch.Tensor:
         """Core's IMAGE [N, H, W, 3] (one video, or with not_video N single frames) or videos [B, F, H, W, 3] to raw
-        latents [B, C, T, h, w], cropped as core crops and cut to 1 + 4k frames as core's encoder does."""
+        latents [B, C, T, h, w], cropped as core crops and cut to 1 + 4k frames as core's encoder does; for an image VAE
+        (Qwen-Image 2.1's) every frame is a picture, and the latents are core's image latents [N, C, h, w]."""
         pixels = self.vae_encode_crop_pixels(pixels)[..., : self.wan_loaded.vae.in_channels]  # RGB into RGBA: alpha 1
-        if pixels.dim() == 4:
-            single = getattr(self, "not_video", False) if not_video is None else not_video
-            pixels = pixels.unsqueeze(1) if single else pixels.unsqueeze(0)
-        latents, loaded = [], self.wan_on_device()
-        for video in pixels:  # [F, H, W, 3] each; core's encoder drops frames beyond 1 + 4k
-            video = video[: 1 + 4 * ((video.shape[0] - 1) // 4)] if video.shape[0] else video
-            latents.append(encode_planned(loaded, _in_range(video), options))
-        out = torch.cat(latents).to(self.output_device, self._output_dtype())
+        loaded = self.wan_on_device()
+        if loaded.vae.config.images_only:
+            pictures = _in_range(pixels.reshape(-1, *pixels.shape[-3:])).movedim(-1, 1).unsqueeze(2) * 2 - 1
+            out = encode_planned(loaded, pictures, options)[:, :, 0]
+        else:
+            if pixels.dim() == 4:
+                single = getattr(self, "not_video", False) if not_video is None else not_video
+                pixels = pixels.unsqueeze(1) if single else pixels.unsqueeze(0)
+            latents = []
+            for video in pixels:  # [F, H, W, 3] each; core's encoder drops frames beyond 1 + 4k
+                video = video[: 1 + 4 * ((video.shape[0] - 1) // 4)] if video.shape[0] else video
+                latents.append(encode_planned(loaded, _in_range(video), options))
+            out = torch.cat(latents)
+        out = out.to(self.output_device, self._output_dtype())
         formatted = getattr(self, "format_encoded", None)  # 0.38: set by a few VAEs, None for Wan's
         return formatted(out) if formatted is not None else out
 

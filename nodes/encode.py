@@ -73,7 +73,8 @@ class WanEncode:
                 latents = _encode_streamed(vae, images, options, trim)
             elif wan.config.images_only:  # an image VAE: IMAGE [N, H, W, C] is N pictures, [N, C, 1, H, W] in [-1, 1]
                 pictures = centre_crop(images, wan.spatial_scale) if trim and images.dim() == 4 else images
-                latents = encode_planned(vae, pictures.movedim(-1, 1).unsqueeze(2) * 2 - 1, options)
+                # ComfyUI's image latents are [N, C, h, w]: core's Qwen-Image 2.1 latent format is 4-D
+                latents = encode_planned(vae, pictures.movedim(-1, 1).unsqueeze(2) * 2 - 1, options)[:, :, 0]
             else:
                 latents = encode_planned(vae, _trimmed(images, wan.spatial_scale) if trim else images, options)
         except LatentError as e:

@@ -61,6 +61,12 @@ class WanVAEForWanVideoWrapper:
                 f"encode): Wan VAE for WanVideoWrapper needs the full Wan {loaded.vae.version} VAE. The tiny decoder can "
                 "still decode in Wan Decode Latents and Wan Decode to Video."
             )
+        if loaded.vae.config.images_only:
+            raise CheckpointError(
+                f"{loaded.vae.title} is an image VAE (one picture per latent), and WanVideoWrapper's nodes decode and encode "
+                "videos with the Wan 2.1 or 2.2 VAE. Wire it to Wan Decode Latents and Wan Encode, or to core's nodes through "
+                "Wan VAE for Core Nodes."
+            )
         installed = _installed_wrapper_class()
         if installed is not None:
             wrapper_vae.check_wrapper_class(installed)  # the calls its nodes make are ones this pack knows

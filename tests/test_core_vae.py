@@ -248,3 +248,90 @@ def test_an_upscale_decoder_tells_core_nodes_its_true_scale_so_tiled_decodes_get
     out = twin.decode_tiled(z, tile_x=tile_size // twin.spacial_compression_decode(), tile_y=tile_size // twin.spacial_compression_decode())
     assert seen[-1].tile_size == tile_size and out.shape == (1, 5, 192, 320, 3)
     assert diff(out, twin.decode(z)) <= TOL
+
+
+class CoreLikeImageVAE:
+    """What the newest comfy/sd.py (033046cc) builds for Qwen-Image 2.1's VAE (a 5-D `decoder.head.2.weight` of time
+    size 1): an image VAE (latent_dim 2) of 64 channels and 16x, RGBA out, RGB in padded with alpha 1
+    (pad_channel_value), a 5-D latent's first frame decoded; here with diffusers' AutoencoderKLQwenImage21 as its model."""
+
+    latent_channels, output_channels, scale, format_encoded = 64, 4, 16, None
+
+    def __init__(self):
+        import diffusers
+
+        torch.manual_seed(0)
+        self.first_stage_model = diffusers.AutoencoderKLQwenImage21(base_dim=16, decoder_base_dim=24).eval().requires_grad_(False)
+        for p in self.first_stage_model.parameters():
+            p.normal_(0, 0.05)
+        self.device = self.output_device = torch.device("cpu")
+        self.patcher = object()
+
+    def get_sd(self):  # ComfyUI's names: the original ones, 5-D convs of time size 1
+        from wan_vae import load_vae
+
+        return load_vae(self.first_stage_model.state_dict(), name="diffusers").model.state_dict()
+
+    def spacial_compression_encode(self):
+        return self.scale
+
+    def vae_output_dtype(self):
+        return torch.float32
+
+    def vae_encode_crop_pixels(self, pixels):  # as core's: the centred crop, then alpha 1 for RGB
+        pixels = CoreLikeVAE.vae_encode_crop_pixels(self, pixels)
+        return torch.nn.functional.pad(pixels, (0, self.output_channels - pixels.shape[-1]), value=1.0)
+
+    def decode(self, samples_in, vae_options={}):
+        z = samples_in[:, :, 0] if samples_in.ndim == 5 else samples_in
+        out = self.first_stage_model.decode(z.unsqueeze(2)).sample[:, :, 0]
+        return torch.clamp((out + 1) / 2, 0, 1).movedim(1, -1)
+
+    def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
+        raise AssertionError("core's blended tiles: the copy must never get here")
+
+    def encode(self, pixel_samples, not_video=None):
+        x = self.vae_encode_crop_pixels(pixel_samples).movedim(-1, 1) * 2 - 1
+        return self.first_stage_model.encode(x.unsqueeze(2)).latent_dist.mean[:, :, 0]
+
+    def encode_tiled(self, pixel_samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None, not_video=None):
+        raise AssertionError("core's blended tiles: the copy must never get here")
+
+
+def test_qwen_image_2_1_s_vae_in_newer_core_decodes_and_encodes_pictures_as_core_s_does(pack, folders):
+    core = CoreLikeImageVAE()
+    twin = adapt(pack, core, tiling="off")
+    assert twin.wan_loaded.vae.config.images_only
+    assert (twin.spacial_compression_decode(), twin.spacial_compression_encode(), twin.temporal_compression_decode()) == (16, 16, None)
+    z = torch.randn(2, 64, 5, 6, generator=torch.Generator().manual_seed(5))  # core's image latents: [B, C, h, w]
+    ours, theirs = twin.decode(z), core.decode(z)
+    assert ours.shape == theirs.shape == (2, 80, 96, 4) and diff(ours, theirs) <= TOL
+    assert torch.equal(twin.decode(torch.stack([z, -z], 2)), ours)  # a 5-D latent: its first frame, as core takes it
+    assert diff(twin.decode_tiled(z, tile_x=2, tile_y=2, overlap=1), ours) <= TOL  # exact tiles of 32 px
+    for channels in (3, 4):  # RGB gets alpha 1
+        images = torch.rand(3, 85, 99, channels, generator=torch.Generator().manual_seed(channels))  # core crops to 80x96
+        ours, theirs = twin.encode(images), core.encode(images)
+        assert ours.shape == theirs.shape == (3, 64, 5, 6) and diff(ours, theirs) <= TOL
+    assert diff(twin.encode_tiled(images, tile_x=64, tile_y=64, overlap=16), theirs) <= TOL
+
+
+def test_load_wan_vae_s_qwen_image_2_1_vae_is_served_where_core_has_it_and_refused_where_not(pack, folders, monkeypatch):
+    from safetensors.torch import save_file
+    from test_pack import load
+
+    core = CoreLikeImageVAE()
+    save_file({k: v.contiguous() for k, v in core.get_sd().items()}, str(folders["vae"] / "qwen_image_2.1_vae_bf16.safetensors"))
+    loaded = load(pack, "qwen_image_2.1_vae_bf16.safetensors", device="cpu")
+
+    def too_old(sd):  # 0.3.64 takes the file for a Wan 2.2 VAE, whose tensors do not fit it
+        raise RuntimeError("Error(s) in loading state_dict for WanVAE: size mismatch for encoder.conv1.weight")
+
+    for built in (too_old, lambda sd: CoreLikeVAE("2.2")):
+        monkeypatch.setattr(pack.host, "core_vae_from_weights", built)
+        with pytest.raises(pack.lib.CheckpointError, match=r"This ComfyUI \(unknown\) has no Qwen-Image 2\.1 VAE of its own.*"
+                                                           "Update ComfyUI, or wire Load Wan VAE straight to Wan Decode Latents"):
+            adapt(pack, loaded)
+    monkeypatch.setattr(pack.host, "core_vae_from_weights", lambda sd: core)  # newer core: its widths come from the file
+    twin = adapt(pack, loaded)
+    z = torch.randn(1, 64, 5, 6, generator=torch.Generator().manual_seed(6))
+    assert diff(twin.decode(z), core.decode(z)) <= TOL

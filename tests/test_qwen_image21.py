@@ -104,4 +104,13 @@ def test_wan_decode_latents_gives_rgba_pictures_from_image_latents(pack, folders
     assert images.shape == (3, 80, 96, 4)
     assert torch.allclose(images, (reference.decode(z).sample.clamp(-1, 1)[:, :, 0].permute(0, 2, 3, 1) + 1) / 2, atol=1e-5)
     encoded = pack.NODE_CLASS_MAPPINGS["WanEncode"]().encode(node_vae, images[..., :3], "raw", "off", 512, 1, False)[0]["samples"]
-    assert encoded.shape == (3, 64, 1, 5, 6)
+    assert encoded.shape == (3, 64, 5, 6)  # ComfyUI's image latents, as core's Qwen-Image 2.1 latent format takes them
+    assert torch.allclose(decode(pack, node_vae, encoded), decode(pack, node_vae, encoded.unsqueeze(2)))
+
+
+def test_wan_vae_for_wanvideowrapper_refuses_the_image_vae_saying_where_it_goes(pack, folders, reference):
+    vae = load_vae(reference.state_dict(), name="qi21")
+    save_file({k: v.contiguous() for k, v in vae.model.state_dict().items()}, str(folders["vae"] / "qwen_image_2.1_vae_bf16.safetensors"))
+    node_vae = load(pack, "qwen_image_2.1_vae_bf16.safetensors", device="cpu")
+    with pytest.raises(pack.lib.CheckpointError, match="the Qwen-Image 2.1 VAE.* is an image VAE.*Wire it to Wan Decode Latents"):
+        pack.NODE_CLASS_MAPPINGS["WanVAEForWanVideoWrapper"]().adapt(node_vae, "auto", 512, 1)

@@ -77,3 +77,27 @@ def test_the_alpha_half_alone_is_refused_saying_what_to_load(pack, folders):
     write_pair(folders["vae"])
     with pytest.raises(pack.lib.CheckpointError, match=f"{ALPHA} is Wan-Alpha's alpha decoder.*load {COLOUR} as vae_name"):
         load(pack, ALPHA, device="cpu")
+
+
+def test_the_pair_decodes_rgba_in_core_s_vae_decode_and_in_the_wrapper_s(pack, folders, monkeypatch):
+    """Through Wan VAE for Core Nodes, VAE Decode gives [B, F, H, W, 4] as newer core's RGBA VAEs do; through Wan VAE for
+    WanVideoWrapper, WanVideo Decode gives [F, H, W, 4] (its default mapping: alpha in [-1, 1] like the colour). Both
+    encode with the colour half's encoder."""
+    from test_core_vae import CoreLikeVAE, adapt
+    from test_wrapper import exact, normalize
+    from wrapper_standins import wan_video_decode
+
+    write_pair(folders["vae"])
+    paired = load(pack, COLOUR, device="cpu")
+    colour = load_vae(folders["vae"] / COLOUR)
+    z = latents("2.1", (1, 2, 6, 10))
+    want = expected_rgba(colour, load_vae(folders["vae"] / ALPHA), z)
+    monkeypatch.setattr(pack.host, "core_vae_from_weights", lambda sd: CoreLikeVAE("2.1"))
+    monkeypatch.setitem(pack.nodes.core_vae.CORE_BUILDS, "2.1", (paired.vae.config.dim, paired.vae.config.decoder_dim))
+    twin = adapt(pack, paired, tiling="on", tile_size=64)
+    images = twin.decode(z)
+    assert images.shape == (1, 5, 48, 80, 4) and (images[0] - want).abs().max() < 1e-5
+    frames = torch.rand(5, 48, 80, 3, generator=torch.Generator().manual_seed(8))
+    assert (twin.encode(frames) - colour.encode(frames)).abs().max() < 1e-5
+    wrapped = wan_video_decode("2026", exact(pack, paired), {"samples": normalize(z, "2.1")}, False)
+    assert wrapped.shape == (5, 48, 80, 4) and (wrapped - want).abs().max() < 1e-5
