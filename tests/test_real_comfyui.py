@@ -445,6 +445,44 @@ def test_core_nodes_through_wan_vae_for_core_nodes_give_core_s_untiled_results(c
     assert torch.equal(_load(comfy, "decode_ours")["images"], _load(comfy, "decode_wan")["images"])
 
 
+def test_wan_alpha_through_the_node_gives_core_vae_decode_rgba_and_qwen_image_2_1_is_refused_here(comfy):
+    """Load Wan VAE pairing Wan-Alpha's halves (real widths: core builds only those) -> Wan VAE for Core Nodes -> core
+    VAE Decode: the RGBA frames of Wan Decode Latents. Qwen-Image 2.1's VAE, which this core cannot hold, is refused
+    at the node saying so."""
+    from safetensors.torch import save_file
+
+    from test_wan_alpha import COLOUR, write_pair
+    from wan_vae.files.config import QWEN_IMAGE21
+    from wan_vae.network.model import WanVAEModel
+
+    base = comfy["base"]
+    write_pair(base / "models" / "vae", real=True)
+    write_latent_file(base / "input" / "alpha_core.latent", latents("2.1", (1, 2, 6, 10)))
+    graph = {
+        "1": {"class_type": "LoadWanVAE", "inputs": {"vae_name": COLOUR, "precision": "auto", "device": "auto", "alpha_vae_name": "auto"}},
+        "2": {"class_type": "WanVAEForCoreNodes", "inputs": {"vae": ["1", 0], "tiling": "on", "tile_size": 128, "frames_per_chunk": 1}},
+        "3": {"class_type": "LoadLatent", "inputs": {"latent": "alpha_core.latent"}},
+        "4": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["2", 0]}},
+        "5": {"class_type": "WanTestSaveTensors", "inputs": {"images": ["4", 0], "name": "alpha_core"}},
+        "6": {"class_type": "WanDecodeLatents", "inputs": {"vae": ["1", 0], "samples": ["3", 0], "latent_space": "raw",
+              "tiling": "off", "tile_size": 512, "tile_overlap": 64, "frames_per_chunk": 1}},
+        "7": {"class_type": "WanTestSaveTensors", "inputs": {"images": ["6", 0], "name": "alpha_wan"}},
+    }  # fmt: skip
+    _figures(comfy, graph)
+    core, ours = _load(comfy, "alpha_core")["images"], _load(comfy, "alpha_wan")["images"]
+    assert core.shape == (5, 48, 80, 4) and (core - ours).abs().max() <= 1e-5
+
+    model = WanVAEModel(QWEN_IMAGE21.with_widths(16, 24))
+    save_file(model.state_dict(), str(base / "models" / "vae" / "qwen_image_2.1_vae_bf16.safetensors"))
+    write_latent_file(base / "input" / "qi21.latent", torch.randn(1, 64, 5, 6))
+    graph["1"]["inputs"] |= {"vae_name": "qwen_image_2.1_vae_bf16.safetensors"}
+    graph["3"]["inputs"]["latent"] = "qi21.latent"
+    del graph["6"], graph["7"]
+    status, entry = _run(comfy, graph)
+    assert entry["status"]["status_str"] == "error"
+    assert "has no Qwen-Image 2.1 VAE of its own" in json.dumps(entry["status"]["messages"])
+
+
 @pytest.mark.skipif(not os.environ.get("COMFYUI_WAN22_REAL"), reason="set COMFYUI_WAN22_REAL=1 (writes a 1.4 GB Wan 2.2 VAE)")
 def test_wan22_image_to_video_latent_through_the_node_gives_core_s_latent(comfy):
     def graph(tiling):

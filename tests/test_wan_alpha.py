@@ -15,9 +15,10 @@ from wan_vae.alpha_pair import pair_alpha
 COLOUR, ALPHA = "wan_alpha_2.1_vae_rgb_channel.safetensors", "wan_alpha_2.1_vae_alpha_channel.safetensors"
 
 
-def write_pair(folder) -> None:
-    """The colour half, and an alpha half whose decoder differs (as Wan-Alpha's fine-tuned one does)."""
-    write_vae_file(folder / COLOUR, "2.1")
+def write_pair(folder, real: bool = False) -> None:
+    """The colour half, and an alpha half whose decoder differs (as Wan-Alpha's fine-tuned one does); `real`: the real
+    widths, which core's VAE object needs."""
+    write_vae_file(folder / COLOUR, "2.1", real=real)
     sd = load_file(str(folder / COLOUR))
     g = torch.Generator().manual_seed(7)
     save_file({k: (v.float() + 0.05 * torch.randn(v.shape, generator=g) if k.startswith("decoder.") else v.float()).to(v.dtype)
