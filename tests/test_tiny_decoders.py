@@ -2,6 +2,7 @@
 LightX2V's pruned LightVAE, from files with the real key names and shapes and seeded random weights."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -316,3 +317,28 @@ def test_the_quality_benchmark_compares_every_decoder_with_the_full_vae(tmp_path
     rows = quality(["--vae-dir", str(tmp_path), "--size", "32x48", "--frames", "5"])
     assert [r["decoder"] for r in rows] == ["lightvaew2_1.safetensors", "taew2_1.pth", "wan_2.1_vae.safetensors"]
     assert rows[-1]["psnr"] == float("inf") and all(0 < r["ssim"] <= 1 + 1e-9 for r in rows)
+
+
+@pytest.mark.skipif(not os.environ.get("TAEHV_PY"), reason="set TAEHV_PY to madebyollin/taehv's taehv.py (not on PyPI)")
+@pytest.mark.parametrize("name, variant", [("taew2_1", None), ("taew2_2", None), ("taew2_2_super", "super")])
+def test_the_tiny_decoders_decode_as_taehv_py_itself(tmp_path, monkeypatch, name, variant):
+    """Opt-in: against taehv.py as its repository has it (checked at 1f14a56, August 2026), with seeded random weights
+    small enough that its own parallel and sequential decodes agree (larger ones amplify rounding past 1e-3)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.abspath(os.environ["TAEHV_PY"])))
+    taehv = importlib.import_module("taehv")
+    version = "2.1" if name == "taew2_1" else "2.2"
+    torch.manual_seed(0)
+    model = taehv.TAEHV(checkpoint_path=None, patch_size=1 if version == "2.1" else 2, latent_channels=CONFIGS[version].z_dim,
+                        arch_variant=variant).eval()  # fmt: skip
+    for p in model.parameters():
+        p.data.normal_(0, 0.02)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / f"{name}.safetensors"))
+    vae = load_vae(tmp_path / f"{name}.safetensors")
+    cfg, z = CONFIGS[version], latents(version, (1, 3, 4, 6))
+    mean, std = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1), torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+    with torch.no_grad():
+        theirs = model.decode_video(((z - mean) / std).transpose(1, 2), parallel=True, show_progress_bar=False).transpose(1, 2)
+    assert (vae.decode(z) - (theirs * 2 - 1)).abs().max() < 1e-5
+    assert (torch.cat(list(vae.decode_frames(z, frames_per_chunk=1))) - theirs[0].permute(1, 2, 3, 0)).abs().max() < 1e-5
