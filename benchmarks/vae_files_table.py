@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CASES = ("wan21", "alpha", "flash", "qwen21_1024", "qwen21_2048")
+CASES = ("wan21", "alpha", "flash", "qwen21_1024", "qwen21_2048")  # wan21 first: the others are read beside it
 
 
 def _vae(case: str):
@@ -68,16 +68,18 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_case(args.one, args.frames)))
         return
-    print(f"| case | what | seconds | peak RSS MB |\n|---|---|---|---|")
+    print("| case | what | seconds | peak RSS MB | beside wan21 (time, memory) |\n|---|---|---|---|---|")
+    base = None  # the Wan 2.1 VAE's row of this run: the others are read beside it
     for case in args.cases:
         out = subprocess.run([sys.executable, __file__, "--one", case, "--frames", str(args.frames)], capture_output=True, text=True)
         if out.returncode:
-            print(f"| {case} | failed: {out.stderr.strip().splitlines()[-1]} | | |")
+            print(f"| {case} | failed: {out.stderr.strip().splitlines()[-1]} | | | |")
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
+        base = row if case == "wan21" else base
+        ratio = f"{row['seconds'] / base['seconds']:.2f}x, {row['peak_mb'] / base['peak_mb']:.2f}x" if base else ""
         what = f"{args.frames} frames at 832x480" if not case.startswith("qwen") else f"one {case.rsplit('_', 1)[1]}² picture, tiling auto"
-        print(f"| {case} | {what} | {row['seconds']} | {row['peak_mb']} |", flush=True)
-
+        print(f"| {case} | {what} | {row['seconds']} | {row['peak_mb']} | {ratio} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -99,7 +99,7 @@ def _core_vae_for(wan: WanVAE):
             "ComfyUI releases after 0.3.64 read the channels from the file. Until then wire Load Wan VAE straight to "
             "Wan Decode Latents, Wan Decode to Video and Wan Encode, which take this file."
         ) from None
-    if getattr(core, "latent_channels", wan.latent_channels) != wan.latent_channels:  # core took it for another VAE
+    if image_vae and getattr(core, "latent_channels", None) != wan.latent_channels:  # core took it for another VAE
         raise _no_image_vae_in_core()
     _CORE_FOR[wan] = core
     return core
@@ -108,7 +108,7 @@ def _core_vae_for(wan: WanVAE):
 def _no_image_vae_in_core() -> CheckpointError:
     return CheckpointError(
         f"This ComfyUI ({comfy_host.comfyui_version()}) has no Qwen-Image 2.1 VAE of its own for Wan VAE for Core Nodes to "
-        "serve (its comfy/sd.py reads that file from the 2026 releases on). Update ComfyUI, or wire Load Wan VAE straight "
+        "serve (newer releases' comfy/sd.py reads that file). Update ComfyUI, or wire Load Wan VAE straight "
         "to Wan Decode Latents and Wan Encode, which take this file."
     )
 

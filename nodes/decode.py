@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..wan_vae import DecodeCancelled, Options, WanVAE, WanVAEError
+from ..wan_vae.alpha_pair import AlphaPair
 from ..wan_vae.plan.memory import estimate_peak_bytes
 from ..wan_vae.plan.tiling import MIN_TILE_CELLS
 from . import comfy_host
@@ -116,8 +116,14 @@ def decode_planned(vae: LoadedWanVAE, latents: torch.Tensor, options: Options, w
     if not isinstance(vae.vae, WanVAE):  # a tiny decoder: a few hundred MB, no tiles
         comfy_host.make_room(vae.device, TINY_DECODER_BYTES)
     elif latents.dim() == 5 and latents.shape[1] == vae.vae.latent_channels:  # else the decoder says what is wrong
-        h, w = latents.shape[-2] * vae.vae.output_scale, latents.shape[-1] * vae.vae.output_scale
-        options = fit_to_memory(vae, options, functools.partial(estimate_peak_bytes, vae.vae, h, w), "decode")
+        wan = vae.vae
+        h, w = latents.shape[-2] * wan.output_scale, latents.shape[-1] * wan.output_scale
+        decoders = (wan.colour, wan.alpha) if isinstance(wan, AlphaPair) else (wan,)  # Wan-Alpha: both run on every chunk
+
+        def estimate(*args) -> int:
+            return sum(estimate_peak_bytes(decoder, h, w, *args) for decoder in decoders)
+
+        options = fit_to_memory(vae, options, estimate, "decode")
     return run_planned(vae, latents, options, work, "decode")
 
 

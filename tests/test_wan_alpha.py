@@ -102,3 +102,16 @@ def test_the_pair_decodes_rgba_in_core_s_vae_decode_and_in_the_wrapper_s(pack, f
     assert (twin.encode(frames) - colour.encode(frames)).abs().max() < 1e-5
     wrapped = wan_video_decode("2026", exact(pack, paired), {"samples": normalize(z, "2.1")}, False)
     assert wrapped.shape == (5, 48, 80, 4) and (wrapped - want).abs().max() < 1e-5
+
+
+def test_the_decode_nodes_ask_comfyui_for_room_for_both_decoders(pack, folders, monkeypatch):
+    write_pair(folders["vae"])
+    paired = load(pack, COLOUR, device="cpu")
+    colour_only = pack.NODE_CLASS_MAPPINGS["LoadWanVAE"]().load(COLOUR, "auto", "cpu", "none")[0]
+    asked = []
+    real = pack.host.make_room
+    monkeypatch.setattr(pack.host, "make_room", lambda device, needed: asked.append(needed) or real(device, needed))
+    z = latents("2.1", (1, 2, 6, 10))
+    for vae in (colour_only, paired):
+        decode(pack, vae, z, tiling="on", tile_size=64)
+    assert len(asked) == 2 and asked[1] == 2 * asked[0]  # two decoders of the same widths, each with its history
