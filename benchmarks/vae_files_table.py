@@ -81,5 +81,6 @@ def main() -> None:
         what = f"{args.frames} frames at 832x480" if not case.startswith("qwen") else f"one {case.rsplit('_', 1)[1]}² picture, tiling auto"
         print(f"| {case} | {what} | {row['seconds']} | {row['peak_mb']} | {ratio} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -282,7 +282,7 @@ class CoreLikeImageVAE:
         pixels = CoreLikeVAE.vae_encode_crop_pixels(self, pixels)
         return torch.nn.functional.pad(pixels, (0, self.output_channels - pixels.shape[-1]), value=1.0)
 
-    def decode(self, samples_in, vae_options={}):
+    def decode(self, samples_in, vae_options={}):  # noqa: B006 (core's signature)
         z = samples_in[:, :, 0] if samples_in.ndim == 5 else samples_in
         out = self.first_stage_model.decode(z.unsqueeze(2)).sample[:, :, 0]
         return torch.clamp((out + 1) / 2, 0, 1).movedim(1, -1)

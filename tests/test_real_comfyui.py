@@ -478,7 +478,7 @@ def test_wan_alpha_through_the_node_gives_core_vae_decode_rgba_and_qwen_image_2_
     graph["1"]["inputs"] |= {"vae_name": "qwen_image_2.1_vae_bf16.safetensors"}
     graph["3"]["inputs"]["latent"] = "qi21.latent"
     del graph["6"], graph["7"]
-    status, entry = _run(comfy, graph)
+    _, entry = _run(comfy, graph)
     assert entry["status"]["status_str"] == "error"
     assert "has no Qwen-Image 2.1 VAE of its own" in json.dumps(entry["status"]["messages"])
 
