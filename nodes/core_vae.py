@@ -24,7 +24,7 @@ from ..wan_vae.plan.tiling import MIN_TILE_CELLS
 from ..wan_vae.run.multidevice import check_devices
 from . import comfy_host
 from .decode import DECODE_INPUTS, decode_planned, pixels_per_cell
-from .encode import encode_planned
+from .encode import encode_pictures, encode_planned
 from .load_vae import CATEGORY, LoadedWanVAE, as_wan_vae
 
 log = logging.getLogger("wan_vae")
@@ -209,8 +209,7 @@ class ExactMethods:
         pixels = self.vae_encode_crop_pixels(pixels)[..., : self.wan_loaded.vae.in_channels]  # RGB into RGBA: alpha 1
         loaded = self.wan_on_device()
         if loaded.vae.config.images_only:
-            pictures = _in_range(pixels.reshape(-1, *pixels.shape[-3:])).movedim(-1, 1).unsqueeze(2) * 2 - 1
-            out = encode_planned(loaded, pictures, options)[:, :, 0]
+            out = encode_pictures(loaded, _in_range(pixels.reshape(-1, *pixels.shape[-3:])), options)
         else:
             if pixels.dim() == 4:
                 single = getattr(self, "not_video", False) if not_video is None else not_video

@@ -71,10 +71,9 @@ class WanEncode:
         try:
             if isinstance(images, VideoFrames):
                 latents = _encode_streamed(vae, images, options, trim)
-            elif wan.config.images_only:  # an image VAE: IMAGE [N, H, W, C] is N pictures, [N, C, 1, H, W] in [-1, 1]
+            elif wan.config.images_only:  # an image VAE: IMAGE [N, H, W, C] is N pictures
                 pictures = centre_crop(images, wan.spatial_scale) if trim and images.dim() == 4 else images
-                # ComfyUI's image latents are [N, C, h, w]: core's Qwen-Image 2.1 latent format is 4-D
-                latents = encode_planned(vae, pictures.movedim(-1, 1).unsqueeze(2) * 2 - 1, options)[:, :, 0]
+                latents = encode_pictures(vae, pictures, options)
             else:
                 latents = encode_planned(vae, _trimmed(images, wan.spatial_scale) if trim else images, options)
         except LatentError as e:
@@ -82,6 +81,12 @@ class WanEncode:
                 raise
             raise LatentError(f"{e} Or turn trim on, to crop and drop what does not fit.") from None
         return ({"samples": latents.float().cpu()},)
+
+
+def encode_pictures(vae: LoadedWanVAE, pictures: torch.Tensor, options: Options) -> torch.Tensor:
+    """An image VAE's encode (Qwen-Image 2.1's): IMAGE [N, H, W, C] in [0, 1], each a picture, to ComfyUI's image
+    latents [N, C, h, w] (core's Qwen-Image 2.1 latent format is 4-D), with encode_planned's care."""
+    return encode_planned(vae, pictures.movedim(-1, 1).unsqueeze(2) * 2 - 1, options)[:, :, 0]
 
 
 def encode_planned(vae: LoadedWanVAE, frames: torch.Tensor, options: Options, strict_range: bool = True) -> torch.Tensor:
